@@ -21,11 +21,19 @@ from sigma_jax import bounds, gram, spectral
 from sigma_jax.core import Drift, SigmaReport, drift, q_moments, sigma, sigma_from_gram
 from sigma_jax.gram import GramOperator, gram_operator
 
+
+def analyze(inputs, **kwargs):
+    """One-call table of SIGMA and spectral metrics over several embedding sets (see :mod:`sigma_jax.analysis`)."""
+    from sigma_jax.analysis import analyze as _analyze
+
+    return _analyze(inputs, **kwargs)
+
 __version__ = "0.1.0"
 
 __all__ = [
     "sigma",
     "sigma_from_gram",
+    "analyze",
     "q_moments",
     "drift",
     "SigmaReport",

@@ -3,6 +3,7 @@
 Examples::
 
     sigma-jax analyze embeddings.npy --subset 800 --json report.json
+    sigma-jax analyze gen0.npy gen1.npy gen2.npy --subset 800 --csv drift.csv --plot drift.png
     sigma-jax demo --out results/demo
 """
 
@@ -37,35 +38,39 @@ def write_json_atomic(path: str, obj) -> None:
 
 
 def _analyze(args) -> int:
-    from sigma_jax import gram, spectral
-    from sigma_jax.core import sigma
+    from sigma_jax.analysis import analyze
 
     try:
-        emb = gram.load_embeddings(args.file, key=args.key)
-        rep = sigma(emb, subset=args.subset, n_total=args.n_total, delta=args.delta, rho=args.rho,
-                    normalize=not args.no_normalize, key=jax.random.key(args.seed), ridge_only=args.ridge_only)
+        table = analyze(list(args.files), subset=args.subset, n_total=args.n_total, delta=args.delta,
+                        normalize=not args.no_normalize, key=jax.random.key(args.seed))
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
         print(f"sigma-jax analyze: error: {err}", file=sys.stderr)
         return 2
-    rows = emb if args.subset is None else None
-    metrics = {}
-    if rows is not None and emb.shape[0] * emb.shape[1] <= 50_000_000:
-        lam = spectral.eigenvalues(np.asarray(emb), normalize=not args.no_normalize)
-        metrics = {
-            "effective_rank": float(spectral.effective_rank(lam)),
-            "effective_rank_singular": float(spectral.effective_rank(lam, convention="singular")),
-            "spectral_entropy": float(spectral.spectral_entropy(lam)),
-            "participation_ratio": float(spectral.participation_ratio(lam)),
-            "stable_rank": float(spectral.stable_rank(lam)),
-            "condition_number": float(spectral.condition_number(lam, delta=args.delta)),
-        }
-    print(f"SIGMA report for {args.file}  (n={emb.shape[0]}, m={emb.shape[1]}, dtype={emb.dtype})")
-    print(rep.summary())
-    for k, v in metrics.items():
-        print(f"{k:<26}{v:.6g}")
+    for row, path in zip(table.rows, args.files):
+        print(f"== {path}  (n={row['n']}, m={row['dim']})")
+        width = 26
+        print(f"{'S = logdet(G_A + dI)':<{width}}{row['logdet']:.6f}")
+        print(f"{'U_cov (Track II)':<{width}}{row['u_cov']:.6f} +/- {row['ci_halfwidth']:.4f} "
+              f"({100 * row['level']:.0f}% band), n_A={row['n_sub']} of {row['n_total']}")
+        print(f"{'G_KF (Track I)':<{width}}{row['g_kf']:.6f}")
+        print(f"{'logdet(G_full + dI) in':<{width}}[{row['lower']:.6f}, {row['upper']:.6f}]")
+        for k in ("effective_rank", "effective_rank_centered", "effective_rank_singular", "spectral_entropy",
+                  "participation_ratio", "stable_rank", "condition_number", "vendi_score"):
+            print(f"{k:<{width}}{row[k]:.6g}")
+    if len(table) > 1:
+        print("\ndrift relative to the first file:")
+        print(table.format())
     if args.json:
-        write_json_atomic(args.json, {"file": os.path.abspath(args.file), "sigma": rep.to_dict(), "spectral": metrics})
+        write_json_atomic(args.json, {"files": [os.path.abspath(f) for f in args.files], "rows": table.rows,
+                                      "sigma": {k: table.rows[0][k] for k in ("logdet", "u_cov", "g_kf", "lower",
+                                                                               "upper", "ci_halfwidth")}})
         print(f"wrote {args.json}")
+    if args.csv:
+        table.to_csv(args.csv)
+        print(f"wrote {args.csv}")
+    if args.plot:
+        table.plot(args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 
@@ -80,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sigma-jax", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    a = sub.add_parser("analyze", help="SIGMA report of an embeddings file (.npy / .npz; pickles refused)")
-    a.add_argument("file")
+    a = sub.add_parser("analyze", help="SIGMA report of embedding files (.npy / .npz; pickles refused)")
+    a.add_argument("files", nargs="+", help="one or more files; drift is relative to the first")
     a.add_argument("--subset", type=int, default=None, help="observed subset size n_A (default: all rows)")
     a.add_argument("--n-total", type=int, default=None, help="number of texts the rows were drawn from")
     a.add_argument("--delta", type=float, default=1e-3)
@@ -89,8 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--no-normalize", action="store_true", help="do not L2-normalise rows")
     a.add_argument("--ridge-only", action="store_true", help="allow n_A <= m")
     a.add_argument("--seed", type=int, default=0, help="seed of the subset draw")
-    a.add_argument("--key", default=None, help="array name inside an .npz")
-    a.add_argument("--json", default=None, help="write the report as JSON to this path")
+    a.add_argument("--json", default=None, help="write the rows as JSON to this path")
+    a.add_argument("--csv", default=None, help="write the rows as CSV to this path")
+    a.add_argument("--plot", default=None, help="write spectra + drift plot (PNG) to this path")
     a.set_defaults(func=_analyze)
 
     d = sub.add_parser("demo", help="SIGMA on built-in healthy vs collapsing synthetic embeddings")
