@@ -234,3 +234,13 @@ def test_ridge_only_opt_in(rng):
     a = healthy(rng, 10, 16)
     rep = sj.sigma(a, ridge_only=True)
     assert float(rep.logdet) == pytest.approx(ref_sigma(a)["logdet"], rel=1e-10)
+
+
+def test_wide_embeddings_use_symmetric_blocks(rng):
+    # m >= 128 takes the 2 x 2 block path of the float64 Gram (odd m: unequal blocks)
+    a = collapsed(rng, 700, 131, rank=20).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(gram.gram_f64(a)), normalize_rows(a).T @ normalize_rows(a), rtol=1e-12,
+                               atol=1e-12)
+    assert_report(sj.sigma(a, subset=500, key=jax.random.key(0), n_total=900),
+                  ref_sigma(a, np.asarray(core.resolve_subset(500, 700, jax.random.key(0))), n_total=900),
+                  rtol=1e-9, atol=1e-8)
