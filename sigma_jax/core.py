@@ -134,6 +134,10 @@ def logdet_spd(mat):
     """``log det M`` of a symmetric positive-definite matrix by Cholesky, in float64.
 
     Differentiable (``d logdet / dM = M^{-1}``) without the global x64 flag.
+
+    Example:
+        >>> float(logdet_spd(jnp.diag(jnp.array([2.0, 3.0]))))  # log 6
+        1.791759469228055
     """
     with x64():
         chol = jnp.linalg.cholesky(f64(mat))
@@ -182,6 +186,12 @@ def q_moments(rows, gram_a, *, delta: float = 1e-3, n_sub: int | None = None, no
         rows: (n_A, m) subset rows (or one shard of them: the sums add across shards).
         gram_a: (m, m) ``G_A`` of the whole subset.
         n_sub: ``n_A`` (defaults to ``rows.shape[0]``; pass it when ``rows`` is a shard).
+
+    Example:
+        >>> rows = jax.random.normal(jax.random.key(0), (100, 3))
+        >>> s = q_moments(rows, gram.gram_f64(rows), delta=0.0)
+        >>> round(float(s[0]) / 100, 6)  # mean q = m without ridge
+        3.0
     """
     n, m = rows.shape
     n_sub = n if n_sub is None else n_sub
@@ -213,6 +223,12 @@ def sigma_from_gram(gram_a, *, n_sub: int, n_total: int | None = None, delta: fl
         n_sub, n_total: ``n_A`` and ``n_total`` (default ``n_sub``).
         q_sums: ``(sum q, sum q^2)`` from :func:`q_moments`; without them the band,
             ``bias`` and ``sd_q`` are NaN whenever ``n_sub < n_total`` (they need the rows).
+
+    Example:
+        >>> g = jnp.eye(4) * 10.0
+        >>> rep = sigma_from_gram(g, n_sub=40, n_total=40)
+        >>> round(float(rep.logdet), 4)  # 4 log(10.001)
+        9.2107
     """
     n_total = n_sub if n_total is None else n_total
     m = gram_a.shape[-1]
@@ -252,6 +268,11 @@ def resolve_subset(subset, n: int, key=None):
 
     The same ``key`` and ``n`` give the same indices: use one key per run so every
     generation is measured on the same subset positions, as SIGMA prescribes.
+
+    Example:
+        >>> idx = resolve_subset(3, 10, jax.random.key(0))
+        >>> idx.shape
+        (3,)
     """
     if subset is None:
         return None

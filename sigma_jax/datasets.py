@@ -18,7 +18,12 @@ __all__ = ["power_law_covariance", "collapsing_generations"]
 
 
 def power_law_covariance(dim: int, alpha: float = 0.5):
-    """Diagonal covariance with eigenvalues ``i^{-alpha}`` (i = 1..dim), normalised to trace dim."""
+    """Diagonal covariance with eigenvalues ``i^{-alpha}`` (i = 1..dim), normalised to trace dim.
+
+    Example:
+        >>> jnp.trace(power_law_covariance(4)).round(4)
+        Array(4., dtype=float32)
+    """
     lam = jnp.arange(1, dim + 1, dtype=jnp.float32) ** (-alpha)
     return jnp.diag(lam * dim / jnp.sum(lam))
 

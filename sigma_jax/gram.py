@@ -138,7 +138,12 @@ class GramState(NamedTuple):
 
 
 def init(dim: int) -> GramState:
-    """Empty accumulator for embeddings of dimension ``dim``."""
+    """Empty accumulator for embeddings of dimension ``dim``.
+
+    Example:
+        >>> init(3).hi.shape
+        (3, 3)
+    """
     if int(dim) <= 0:
         raise ValueError(f"`dim` must be a positive integer, got {dim}.")
     z = jnp.zeros((dim, dim), jnp.float32)
@@ -154,6 +159,11 @@ def update(state: GramState, rows, *, normalize: bool = True, mask=None) -> Gram
         normalize: L2-normalise each row first (zero rows then contribute 0).
         mask: optional (c,) 0/1 weights, e.g. to pad the last chunk to a fixed
             size without recompiling.
+
+    Example:
+        >>> st = update(init(2), jnp.array([[3.0, 4.0]]))
+        >>> np.round(np.asarray(finalize(st)), 6).tolist()
+        [[0.36, 0.48], [0.48, 0.64]]
     """
     if rows.ndim != 2 or rows.shape[1] != state.dim:
         raise ValueError(f"`rows` must have shape (c, {state.dim}), got {tuple(rows.shape)}.")
@@ -165,14 +175,25 @@ def update(state: GramState, rows, *, normalize: bool = True, mask=None) -> Gram
 
 
 def merge(a: GramState, b: GramState) -> GramState:
-    """Combine two accumulators (e.g. from two shards or two files)."""
+    """Combine two accumulators (e.g. from two shards or two files).
+
+    Example:
+        >>> a = update(init(2), jnp.eye(2))
+        >>> int(merge(a, a).count)
+        4
+    """
     with x64():
         hi, lo = split(join(a.hi, a.lo) + join(b.hi, b.lo))
     return GramState(hi, lo, a.count + b.count)
 
 
 def finalize(state: GramState):
-    """The accumulated Gram matrix, (m, m) float64."""
+    """The accumulated Gram matrix, (m, m) float64.
+
+    Example:
+        >>> finalize(update(init(2), jnp.eye(2))).dtype
+        dtype('float64')
+    """
     with x64():
         return join(state.hi, state.lo)
 
@@ -187,6 +208,12 @@ def load_embeddings(path: str | os.PathLike, *, mmap: bool = True, key: str | No
         path: file path.
         mmap: memory-map ``.npy`` files (rows are then read chunk by chunk).
         key: array name inside an ``.npz`` (default: ``embeddings`` if present, else the only array).
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "e.npy"); np.save(path, np.ones((4, 2), np.float32))
+        >>> load_embeddings(path).shape
+        (4, 2)
     """
     path = os.fspath(path)
     if not os.path.exists(path):
@@ -225,7 +252,12 @@ def load_embeddings(path: str | os.PathLike, *, mmap: bool = True, key: str | No
 
 
 def iter_chunks(source, chunk_rows: int = 1 << 16) -> Iterator[np.ndarray]:
-    """Yield (c, m) blocks from an array/memmap, a path, or an iterable of blocks."""
+    """Yield (c, m) blocks from an array/memmap, a path, or an iterable of blocks.
+
+    Example:
+        >>> [b.shape for b in iter_chunks(np.zeros((5, 2)), chunk_rows=2)]
+        [(2, 2), (2, 2), (1, 2)]
+    """
     if isinstance(source, (str, os.PathLike)):
         source = load_embeddings(source)
     if hasattr(source, "shape") and hasattr(source, "dtype"):

@@ -184,6 +184,13 @@ def capture_hidden(model, *args, include: Callable[[str], bool] | None = None, *
     Uses ``nnx.capture(..., method_outputs=nnx.Intermediate)`` so the model needs no
     ``sow`` calls.  ``include`` filters the dotted paths (e.g. ``lambda p: p.startswith("blocks")``).
     Works inside ``jit``; feed the chosen activation to ``monitor.update``.
+
+    Example:
+        >>> from flax import nnx
+        >>> lin = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+        >>> out, hidden = capture_hidden(lin, jnp.ones((4, 3)))
+        >>> hidden["__call__"].shape
+        (4, 2)
     """
     from flax import nnx
 
