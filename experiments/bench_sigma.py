@@ -6,7 +6,9 @@
 All timings are taken side by side in one run (best of --repeats after a warm-up
 call that compiles); ratios are what to read on a noisy machine.  Two settings:
 ``full`` (n_A = n: the band is identically 0) and ``half`` (n_A = n/2 of
-n_total = n: the Theorem-3 band needs the Mahalanobis pass).
+n_total = n: the Theorem-3 band needs the Mahalanobis pass); ``/mx`` rows use
+``precision="mixed"`` (float32 products per chunk, float64 sums), whose accuracy
+is also measured on collapsed embeddings.
 """
 
 from __future__ import annotations
@@ -64,6 +66,7 @@ def main(argv=None):
               f"{'numpy/sj':>8} {'sj/f64AtA':>9} {'sj/f32AtA':>9} | {'rel.err u_cov':>13}")
     print(header)
     print("-" * len(header))
+    collapsed_rows = []
     for n in args.n:
         scales = np.arange(1, m + 1, dtype=np.float32) ** -0.5
         a32 = (rng.standard_normal((n, m), dtype=np.float32) * scales).astype(np.float32)
@@ -74,15 +77,31 @@ def main(argv=None):
         for setting in ("full", "half"):
             idx = None if setting == "full" else np.sort(rng.choice(n, n // 2, replace=False))
             sub = None if idx is None else jnp.asarray(idx)
-            run_sj = lambda: jax.block_until_ready(sj.sigma(a_dev, subset=sub, validate=False))  # noqa: E731
-            t_sj = best_time(run_sj, args.repeats)
             t_np = best_time(lambda: numpy_sigma(a32, idx, n), max(1, args.repeats - 1))
-            rep = run_sj()
             ref = numpy_sigma(a32, idx, n)
+            for precision in ("float64", "mixed"):
+                run_sj = lambda: jax.block_until_ready(  # noqa: E731
+                    sj.sigma(a_dev, subset=sub, validate=False, precision=precision))
+                t_sj = best_time(run_sj, args.repeats)
+                err = abs(float(run_sj().u_cov) - ref["u_cov"]) / abs(ref["u_cov"])
+                label = setting if precision == "float64" else f"{setting}/mx"
+                print(f"{n:>9} {label:>7} | {t_sj:>11.3f} {t_np:>9.3f} {t_p64:>9.3f} {t_p32:>9.3f} | "
+                      f"{t_np / t_sj:>8.2f} {t_sj / t_p64:>9.2f} {t_sj / t_p32:>9.2f} | {err:>13.2e}")
+        # accuracy of the mixed mode on a collapsed set (rank m/8 + 1e-4 noise): the hard case
+        basis = np.linalg.qr(rng.standard_normal((m, m // 8)))[0].astype(np.float32)
+        col = (rng.standard_normal((n, m // 8), dtype=np.float32) @ basis.T + 3.0 * basis[:, 0]
+               + 1e-4 * rng.standard_normal((n, m), dtype=np.float32)).astype(np.float32)
+        ref = numpy_sigma(col, None, n)
+        col_dev = jnp.asarray(col)
+        for precision in ("float64", "mixed"):
+            rep = sj.sigma(col_dev, validate=False, precision=precision)
             err = abs(float(rep.u_cov) - ref["u_cov"]) / abs(ref["u_cov"])
-            print(f"{n:>9} {setting:>7} | {t_sj:>11.3f} {t_np:>9.3f} {t_p64:>9.3f} {t_p32:>9.3f} | "
-                  f"{t_np / t_sj:>8.2f} {t_sj / t_p64:>9.2f} {t_sj / t_p32:>9.2f} | {err:>13.2e}")
-        del a32, a64, a_dev
+            collapsed_rows.append((n, precision, float(rep.u_cov), ref["u_cov"], err))
+        del a32, a64, a_dev, col, col_dev
+    print("\naccuracy on collapsed embeddings (rank m/8 plus 1e-4 noise), full set:")
+    print(f"{'n':>9} {'precision':>9} | {'u_cov sigma_jax':>16} {'u_cov numpy f64':>16} | {'rel.err':>9} {'abs.err':>9}")
+    for n, precision, u, r, err in collapsed_rows:
+        print(f"{n:>9} {precision:>9} | {u:>16.4f} {r:>16.4f} | {err:>9.2e} {abs(u - r):>9.3g}")
 
 
 if __name__ == "__main__":

@@ -164,15 +164,29 @@ def _logdet_bwd(res, g):
 logdet_spd.defvjp(_logdet_fwd, _logdet_bwd)
 
 
-def _q_chunk(rows, chol, n_sub, normalize: bool, mask=None):
+def _inv_chol(gram_a, delta: float):
+    """``L^{-1}`` with ``L L^T = G_A + delta I`` (float64, lower triangular).  Call inside x64().
+
+    One (m x m) triangular inversion, after which every chunk's Mahalanobis forms are a
+    GEMM (XLA's batched triangular solve is several times slower on CPU).  Rounding in
+    ``q`` grows like ``cond(L) eps = sqrt(cond(G_A + delta I)) eps`` (< 1e-10 for delta = 1e-3
+    and unit rows, n_A < 1e8).
+    """
+    m = gram_a.shape[-1]
+    eye = jnp.eye(m, dtype=jnp.float64)
+    chol = jnp.linalg.cholesky(f64(gram_a) + delta * eye)
+    return jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+
+
+def _q_chunk(rows, inv_chol, n_sub, normalize: bool, mask=None):
     """Sums of ``q_i = n_A ||L^{-1} v_i||^2`` and of ``q_i^2`` over one chunk (float64)."""
     with x64():
         a = f64(rows)
         scale = gram._row_scale(a, normalize)
         if scale is not None:
             a = a * scale[:, None]
-        w = jax.scipy.linalg.solve_triangular(chol, a.T, lower=True)  # (m, c)
-        q = n_sub * jnp.sum(w * w, axis=0)
+        w = a @ inv_chol.T  # (c, m): rows L^{-1} v_i
+        q = n_sub * jnp.sum(w * w, axis=1)
         if mask is not None:
             q = q * f64(mask)
         return jnp.stack([jnp.sum(q), jnp.sum(q * q)])
@@ -196,7 +210,7 @@ def q_moments(rows, gram_a, *, delta: float = 1e-3, n_sub: int | None = None, no
     n, m = rows.shape
     n_sub = n if n_sub is None else n_sub
     with x64():
-        chol = jnp.linalg.cholesky(f64(gram_a) + delta * jnp.eye(m, dtype=jnp.float64))
+        chol = _inv_chol(gram_a, delta)
         n_full = n // chunk_rows if n > chunk_rows else 0
         acc = jnp.zeros((2,), jnp.float64)
         if n_full:
@@ -311,10 +325,11 @@ def _check_scalars(delta, rho, level):
         raise ValueError(f"`level` must lie in (0, 1), got {level}.")
 
 
-@functools.partial(jax.jit, static_argnames=("n_total", "delta", "rho", "normalize", "level", "chunk_rows"))
-def _sigma_rows(rows, *, n_total, delta, rho, normalize, level, chunk_rows):
+@functools.partial(jax.jit, static_argnames=("n_total", "delta", "rho", "normalize", "level", "chunk_rows",
+                                             "precision"))
+def _sigma_rows(rows, *, n_total, delta, rho, normalize, level, chunk_rows, precision="float64"):
     n_sub = rows.shape[0]
-    g = gram.gram_f64(rows, normalize=normalize, chunk_rows=chunk_rows)
+    g = gram.gram_f64(rows, normalize=normalize, chunk_rows=chunk_rows, precision=precision)
     q_sums = None
     if n_sub < n_total:
         q_sums = q_moments(rows, g, delta=delta, normalize=normalize, chunk_rows=chunk_rows)
@@ -323,7 +338,7 @@ def _sigma_rows(rows, *, n_total, delta, rho, normalize, level, chunk_rows):
 
 def sigma(embeddings, *, n_total: int | None = None, subset=None, delta: float = 1e-3, rho: float = 1.0,
           normalize: bool = True, key=None, ridge_only: bool = False, level: float = 0.95,
-          chunk_rows: int = gram.DEFAULT_CHUNK_ROWS, validate: bool = True) -> SigmaReport:
+          chunk_rows: int = gram.DEFAULT_CHUNK_ROWS, validate: bool = True, precision: str = "float64") -> SigmaReport:
     r"""The exact SIGMA report of a set of embeddings.
 
     Args:
@@ -343,6 +358,11 @@ def sigma(embeddings, *, n_total: int | None = None, subset=None, delta: float =
         level: confidence level of the band (0.95 -> 1.96 sd).
         chunk_rows: rows per float64 block.
         validate: value checks on concrete inputs (NaN/Inf, zero rows, norms).
+        precision: ``"float64"`` (default: products and sums in float64, accurate to
+            ~1e-12 relative) or ``"mixed"`` (float32 products per chunk, float64
+            sums: faster, accurate on healthy spectra but not on collapsed ones --
+            measured in ``experiments/bench_sigma.py``).  Cholesky and the band are
+            always float64; host arrays streamed in chunks (> 256 MiB) always use float64.
 
     Returns:
         :class:`SigmaReport`.
@@ -362,6 +382,8 @@ def sigma(embeddings, *, n_total: int | None = None, subset=None, delta: float =
         embeddings = gram.load_embeddings(embeddings)
     embeddings = _checks.check_float_array(embeddings, "embeddings")
     _check_scalars(delta, rho, level)
+    if precision not in gram.PRECISIONS:
+        raise ValueError(f"`precision` must be one of {gram.PRECISIONS}, got {precision!r}.")
     n, m = embeddings.shape
     n_total = n if n_total is None else int(n_total)
     if n_total < n:
@@ -386,7 +408,7 @@ def sigma(embeddings, *, n_total: int | None = None, subset=None, delta: float =
         with x64():  # keeps float64 inputs float64; vmap batching of the inner jit re-traces it in the context
             rows = jnp.asarray(embeddings) if idx is None else jnp.asarray(embeddings)[jnp.asarray(idx)]
             report = _sigma_rows(rows, n_total=n_total, delta=float(delta), rho=float(rho), normalize=normalize,
-                                 level=float(level), chunk_rows=chunk_rows)
+                                 level=float(level), chunk_rows=chunk_rows, precision=precision)
     if validate and _checks.is_concrete(report.logdet) and not np.isfinite(float(report.logdet)):
         raise FloatingPointError(f"the Cholesky factorisation of G_A + delta*I failed (delta={delta}); "
                                  "increase `delta` or check the embeddings' scale.")
@@ -428,7 +450,7 @@ def _sigma_host_stream(array, idx, *, n_total, delta, rho, normalize, level, chu
     q_sums = None
     if n_sub < n_total:
         with x64():
-            chol = jnp.linalg.cholesky(g + delta * jnp.eye(g.shape[0], dtype=jnp.float64))
+            chol = _inv_chol(g, delta)
             acc = jnp.zeros((2,), jnp.float64)
             for block in _subset_blocks(array, idx, block_rows):
                 rows, mask = _pad(np.asarray(block), block_rows)

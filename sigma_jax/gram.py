@@ -76,24 +76,43 @@ def _syrk(a):
     return jnp.block([[a1.T @ a1, g12], [g12.T, a2.T @ a2]])
 
 
-def _chunk_gram64(rows, normalize: bool, mask=None):
-    """float64 ``sum_j w_j v_j v_j^T`` of one chunk (w_j = mask).  Call inside x64()."""
+PRECISIONS = ("float64", "mixed")
+
+
+def _chunk_gram64(rows, normalize: bool, mask=None, precision: str = "float64"):
+    """float64 ``sum_j w_j v_j v_j^T`` of one chunk (w_j = mask).  Call inside x64().
+
+    ``precision="mixed"`` forms the chunk's products in float32 (about 2x faster on
+    CPU, and the only fast path on TPUs) and only sums chunks in float64: entries
+    then carry relative errors ~1e-7, which is harmless for healthy spectra but
+    not for collapsed ones, whose eigenvalues near ``delta`` it perturbs (see
+    ``experiments/bench_sigma.py`` for measured errors).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {PRECISIONS}, got {precision!r}.")
     a = f64(rows)
     scale = _row_scale(a, normalize)
     if mask is not None:
         m64 = f64(mask)
         scale = m64 if scale is None else scale * m64
+    if precision == "mixed":
+        a32 = jnp.asarray(rows).astype(jnp.float32)
+        if scale is not None:
+            a32 = a32 * scale.astype(jnp.float32)[:, None]
+        return f64(_syrk(a32))
     if scale is not None:
         a = a * scale[:, None]
     return _syrk(a)
 
 
-def gram_f64(rows, *, normalize: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS):
+def gram_f64(rows, *, normalize: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS, precision: str = "float64"):
     """Exact ``G = A^T A`` in float64 for an in-memory (n, m) array.
 
     Rows are cast to float64 ``chunk_rows`` at a time (a ``lax.scan``), so the
     float64 copy of ``A`` never exists whole.  jit/vmap-compatible; returns a
-    float64 array (computed under a local x64 context).
+    float64 array (computed under a local x64 context).  ``precision="mixed"``
+    forms each chunk's products in float32 (faster, less accurate on collapsed
+    spectra) and accumulates chunks in float64.
 
     Example:
         >>> A = jnp.eye(3, dtype=jnp.float32)
@@ -108,12 +127,12 @@ def gram_f64(rows, *, normalize: bool = True, chunk_rows: int = DEFAULT_CHUNK_RO
             blocks = rows[: n_full * chunk_rows].reshape(n_full, chunk_rows, m)
 
             def body(acc, block):
-                return acc + _chunk_gram64(block, normalize), None
+                return acc + _chunk_gram64(block, normalize, precision=precision), None
 
             g, _ = jax.lax.scan(body, g, blocks)
         rest = rows[n_full * chunk_rows:]
         if rest.shape[0]:
-            g = g + _chunk_gram64(rest, normalize)
+            g = g + _chunk_gram64(rest, normalize, precision=precision)
         return g
 
 
