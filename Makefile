@@ -1,11 +1,11 @@
 # Two entry points for a fresh machine (Python >= 3.11 on PATH as python3):
-#   make demo   set up .venv and run the main job on built-in data
+#   make demo   set up .venv and run the main job (collapse curves, preset small, ~15 min on 2 cores)
 #   make test   set up .venv and run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo synthetic-demo test bench clean
 
 setup: $(STAMP)
 
@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(VENV)/bin/sigma-jax demo --out results/demo
+	$(VENV)/bin/sigma-jax collapse --preset small --out runs/collapse-small
 
 test: setup
 	$(PY) -m pytest -q
@@ -28,3 +28,6 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) .pytest_cache results
+
+synthetic-demo: setup
+	$(VENV)/bin/sigma-jax demo --out results/demo

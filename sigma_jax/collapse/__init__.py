@@ -18,4 +18,7 @@ __all__ = ["STRATEGIES", "Strategy", "source_weights", "source_counts", "toy", "
 def __getattr__(name):
     if name in ("pipeline", "presets", "report"):
         return importlib.import_module(f"sigma_jax.collapse.{name}")
+    if name == "run_experiment":
+        return importlib.import_module("sigma_jax.collapse.pipeline").run_experiment
+        return importlib.import_module(f"sigma_jax.collapse.{name}")
     raise AttributeError(f"module 'sigma_jax.collapse' has no attribute {name!r}")

@@ -1,0 +1,132 @@
+"""Sizes of the recursive-training experiment: ``smoke`` | ``small`` | ``paper``.
+
+Every field is recorded in the run's ``config.json``; a resumed run must match it.
+
+* ``smoke`` — 1-layer, d_model 32 LM, 3 generations, the LM-state encoder: an end-to-end
+  check in well under a minute (tests use it, on the zero-install ``pydoc`` corpus).
+* ``small`` — what README's main command runs on a 2-core CPU in about 15 minutes:
+  2-layer d_model 128 char LM on the KJV, 4 generations (0..3), arms
+  ``replace`` and ``accumulate`` (equal weight per source) at T = 0.7, n_k = 600
+  continuations of 32 characters, fixed subset n_A = 450 > m = 384 (MiniLM).
+* ``paper`` — sized for a GPU/TPU: 4-layer d_model 256 LM, 10 generations, all four
+  strategies at T = 0.7 and 1.0, 3 seeds, n_k = 4000, n_A = 2000.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from sigma_jax.lm.model import ModelConfig
+from sigma_jax.lm.train import TrainConfig
+
+__all__ = ["CollapseConfig", "PRESETS", "get_preset"]
+
+INITS = ("fresh", "carry-forward", "base-reset")
+ENCODERS = ("auto", "minilm", "lm")
+
+
+@dataclasses.dataclass(frozen=True)
+class CollapseConfig:
+    """One recursive-training experiment (all arms x seeds).
+
+    Generation 0 trains on real text; generation g >= 1 on the data a strategy picks
+    from the real set and the synthetic sets of generations 0..g-1.  Every
+    generation then samples ``n_measure`` continuations of ``measure_len``
+    characters from a fixed prompt bank with fixed keys and embeds them.
+    """
+
+    name: str = "custom"
+    corpus: str = "kjv"
+    heldout_every: int = 10
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    generations: int = 4                     # including generation 0
+    strategies: tuple = ("replace", "accumulate:equal")
+    temperatures: tuple = (0.7,)
+    seeds: tuple = (0,)
+    init: str = "fresh"                      # fresh | carry-forward | base-reset
+    top_k: int = 0
+    top_p: float = 1.0
+    # synthetic corpus per generation: streams started after a newline, cut at the last newline
+    synth_streams: int = 600
+    synth_len: int = 256
+    synth_prompt_len: int = 32
+    # measurement: fixed prompt bank of held-out text, fixed keys (common random numbers)
+    n_measure: int = 600                     # n_k
+    n_sub: int = 450                         # n_A (fixed indices every generation)
+    measure_prompt_len: int = 16
+    measure_len: int = 32
+    measure_temperature: float | None = None  # None: the arm's temperature
+    null_keys: int = 2                       # re-samples of generation 0 with other keys
+    delta: float = 1e-3
+    encoder: str = "auto"                    # auto (MiniLM if installed, else LM) | minilm | lm
+    n_eval_windows: int = 256                # held-out windows for bpc
+    sample_batch: int = 600
+    encode_batch: int = 64
+
+    def __post_init__(self):
+        if self.generations < 1:
+            raise ValueError(f"`generations` must be >= 1, got {self.generations}.")
+        if self.init not in INITS:
+            raise ValueError(f"`init` must be one of {INITS}, got {self.init!r}.")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"`encoder` must be one of {ENCODERS}, got {self.encoder!r}.")
+        if not 0 < self.n_sub <= self.n_measure:
+            raise ValueError(f"need 0 < n_sub <= n_measure, got n_sub={self.n_sub}, n_measure={self.n_measure}.")
+        if any(t < 0 for t in self.temperatures):
+            raise ValueError(f"`temperatures` must be >= 0, got {self.temperatures}.")
+        if self.measure_prompt_len + self.measure_len > self.model.block_size:
+            raise ValueError("measure_prompt_len + measure_len must fit the model's block_size "
+                             f"({self.measure_prompt_len} + {self.measure_len} > {self.model.block_size}).")
+        if self.synth_prompt_len >= self.model.block_size:
+            raise ValueError(f"`synth_prompt_len` must be < block_size ({self.model.block_size}).")
+        if not self.strategies or not self.temperatures or not self.seeds:
+            raise ValueError("`strategies`, `temperatures` and `seeds` must be non-empty.")
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "CollapseConfig":
+        d = dict(d)
+        d["model"] = ModelConfig(**d["model"])
+        d["train"] = TrainConfig(**d["train"])
+        for k in ("strategies", "temperatures", "seeds"):
+            d[k] = tuple(d[k])
+        return cls(**d)
+
+
+PRESETS = {
+    "smoke": CollapseConfig(
+        name="smoke", corpus="pydoc",
+        model=ModelConfig(n_layers=1, d_model=32, n_heads=2, block_size=32),
+        train=TrainConfig(steps=20, batch_size=8, warmup_steps=4, steps_per_call=10, peak_lr=1e-2),
+        generations=3, strategies=("replace", "accumulate:equal"), temperatures=(0.7,),
+        synth_streams=16, synth_len=96, synth_prompt_len=8,
+        n_measure=48, n_sub=40, measure_prompt_len=8, measure_len=16, null_keys=2,
+        encoder="lm", n_eval_windows=16, sample_batch=48, encode_batch=48),
+    "small": CollapseConfig(
+        name="small", corpus="kjv",
+        model=ModelConfig(n_layers=2, d_model=128, n_heads=4, block_size=64),
+        train=TrainConfig(steps=800, batch_size=32, warmup_steps=80, steps_per_call=20, peak_lr=3e-3),
+        generations=4, strategies=("replace", "accumulate:equal"), temperatures=(0.7,),
+        synth_streams=600, synth_len=256, synth_prompt_len=32,
+        n_measure=600, n_sub=450, measure_prompt_len=16, measure_len=32, null_keys=2,
+        encoder="auto", n_eval_windows=256, sample_batch=600),
+    "paper": CollapseConfig(
+        name="paper", corpus="kjv",
+        model=ModelConfig(n_layers=4, d_model=256, n_heads=8, block_size=128),
+        train=TrainConfig(steps=5000, batch_size=64, warmup_steps=250, steps_per_call=50, peak_lr=1e-3),
+        generations=10, strategies=("replace", "accumulate:equal", "mix:0.1", "accumulate-subsample"),
+        temperatures=(0.7, 1.0), seeds=(0, 1, 2),
+        synth_streams=4000, synth_len=512, synth_prompt_len=64,
+        n_measure=4000, n_sub=2000, measure_prompt_len=16, measure_len=32, null_keys=4,
+        encoder="minilm", n_eval_windows=2048, sample_batch=1000, encode_batch=128),
+}
+
+
+def get_preset(name: str, **overrides) -> CollapseConfig:
+    """A preset by name, with fields replaced by ``overrides`` (e.g. ``strategies=("mix:0.1",)``)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    return dataclasses.replace(PRESETS[name], **overrides)

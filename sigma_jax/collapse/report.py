@@ -1,0 +1,145 @@
+"""Plots and a short Markdown report of a collapse run (reads the arms' ``metrics.jsonl``).
+
+Figures (PNG, in the output folder):
+
+* ``collapse_curves.png`` — four panels against generation, one line per arm:
+  SIGMA drift ``dU = U_cov(g) - U_cov(0)`` with the Theorem-3 band (shaded) and the
+  generation-0 null re-sample spread (dotted), held-out bits per character,
+  effective rank (centred solid, uncentred dashed), word distinct-2.
+* ``tail_histograms.png`` — per arm, the histogram of per-continuation NLL under the
+  generation-0 model (bits/char), one line per generation (Shumailov et al.'s tails).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+
+import numpy as np
+
+from sigma_jax.collapse.pipeline import NLL_BINS, read_metrics
+
+__all__ = ["load_results", "plot_results", "markdown_report", "write_report"]
+
+
+def load_results(out_dir: str) -> dict:
+    """``{arm: [rows]}`` from ``out_dir/*/metrics.jsonl``."""
+    res = {}
+    for p in sorted(glob.glob(os.path.join(out_dir, "*", "metrics.jsonl"))):
+        rows = read_metrics(p)
+        if rows:
+            res[os.path.basename(os.path.dirname(p))] = rows
+    return res
+
+
+def plot_results(results: dict, out_dir: str) -> list:
+    """Write the two figures; returns their paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    fig, ax = plt.subplots(2, 2, figsize=(11, 8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (arm, rows) in enumerate(sorted(results.items())):
+        c = colors[i % len(colors)]
+        g = np.array([r["generation"] for r in rows])
+        du = np.array([r["dU"] for r in rows])
+        band = np.array([r["band"] for r in rows])
+        ax[0, 0].plot(g, du, "o-", color=c, label=arm)
+        ax[0, 0].fill_between(g, du - band, du + band, color=c, alpha=0.2)
+        ns = rows[0].get("null_spread", 0.0)
+        ax[0, 0].axhline(-ns, color=c, ls=":", lw=1)
+        ax[0, 1].plot(g, [r["bpc_heldout"] for r in rows], "o-", color=c, label=arm)
+        ax[1, 0].plot(g, [r["eff_rank_centred"] for r in rows], "o-", color=c, label=f"{arm} (centred)")
+        ax[1, 0].plot(g, [r["eff_rank_uncentred"] for r in rows], "s--", color=c, alpha=0.6, label=f"{arm} (uncentred)")
+        ax[1, 1].plot(g, [r["distinct_2"] for r in rows], "o-", color=c, label=arm)
+    ax[0, 0].axhline(0, color="k", lw=0.5)
+    ax[0, 0].set(title="SIGMA drift dU = U_cov(g) - U_cov(0)\n(shaded: Theorem-3 band; dotted: -null spread)",
+                 xlabel="generation", ylabel="nats")
+    ax[0, 1].set(title="held-out real text", xlabel="generation", ylabel="bits per character")
+    ax[1, 0].set(title="effective rank exp(H) of G (embeddings)", xlabel="generation", ylabel="effective rank")
+    ax[1, 1].set(title="lexical diversity", xlabel="generation", ylabel="distinct-2 (words)")
+    from matplotlib.ticker import MaxNLocator
+    for a in ax.flat:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.tight_layout()
+    p = os.path.join(out_dir, "collapse_curves.png")
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+
+    arms = sorted(results)
+    fig, ax = plt.subplots(1, len(arms), figsize=(5.5 * len(arms), 4), squeeze=False)
+    centers = (np.asarray(NLL_BINS[:-1]) + np.asarray(NLL_BINS[1:])) / 2
+    top = max((i for rows in results.values() for r in rows
+               for i, h in enumerate(r["nll_gen0_bits"]["hist"]) if h), default=len(centers) - 1)
+    for a, arm in zip(ax[0], arms):
+        a.set_xlim(0, NLL_BINS[min(top + 2, len(NLL_BINS) - 1)])
+        for r in results[arm]:
+            h = np.asarray(r["nll_gen0_bits"]["hist"], float)
+            a.semilogy(centers, np.maximum(h / max(h.sum(), 1), 1e-4), label=f"gen {r['generation']}")
+        a.set(title=f"{arm}: NLL under generation 0", xlabel="bits per character", ylabel="fraction of texts")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    p = os.path.join(out_dir, "tail_histograms.png")
+    fig.savefig(p, dpi=110)
+    plt.close(fig)
+    paths.append(p)
+    return paths
+
+
+def markdown_report(results: dict, config: dict | None = None, figures: list | None = None) -> str:
+    """A per-arm table of the main numbers and a one-line verdict per arm."""
+    lines = ["# Model-collapse run", ""]
+    if config:
+        exp = config.get("experiment", config)
+        enc = config.get("encoders", {})
+        lines += [f"- preset `{exp.get('name')}`, corpus `{exp.get('corpus')}`, init `{exp.get('init')}`, "
+                  f"n_k = {exp.get('n_measure')}, n_A = {exp.get('n_sub')} (fixed indices), delta = {exp.get('delta')}",
+                  f"- encoder(s): {', '.join(sorted({str(v.get('name')) + ' (m=' + str(v.get('dim')) + ')' for v in enc.values()}))}"
+                  if enc else "- encoder: see config.json"]
+    lines += ["- U_cov on the fixed subset; band = Theorem-3 half-width of dU, sqrt(hw_g^2 + hw_0^2); null = max |U_cov| "
+              "change when generation 0 is re-sampled with other keys; a drift counts when |dU| > max(band, null).",
+              "- effective rank = exp(spectral entropy) of G = AᵀA of the L2-normalised embeddings, centred (rows minus "
+              "mean) / uncentred; distinct-2 on words; NLL in bits/char under generation 0.", ""]
+    for arm, rows in sorted(results.items()):
+        lines += [f"## {arm}", "",
+                  "| gen | U_cov ± band | dU | null | verdict | bpc | distinct-2 | eff. rank (c / unc) | NLL₀ mean / p99 |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            s = r["sigma_sub"]
+            verdict = "below" if r["below_band"] else ("above" if r["above_band"] else "within")
+            if r["generation"] == 0:
+                verdict = "-"
+            lines.append(f"| {r['generation']} | {s['u_cov']:.1f} ± {s['ci_halfwidth']:.1f} | {r['dU']:+.1f} | "
+                         f"{r['null_spread']:.1f} | {verdict} | {r['bpc_heldout']:.3f} | {r['distinct_2']:.3f} | "
+                         f"{r['eff_rank_centred']:.1f} / {r['eff_rank_uncentred']:.2f} | "
+                         f"{r['nll_gen0_bits']['mean']:.2f} / {r['nll_gen0_bits']['p99']:.2f} |")
+        first = next((r["generation"] for r in rows if r["below_band"]), None)
+        lines += ["", f"Drift below max(band, null) first at generation {first}." if first is not None
+                  else "Drift never left max(band, null) downwards in this run.", ""]
+    if figures:
+        lines += [f"![{os.path.basename(f)}]({os.path.basename(f)})" for f in figures] + [""]
+    return "\n".join(lines)
+
+
+def write_report(out_dir: str) -> tuple[str, list]:
+    """Plots + ``report.md`` for the run in ``out_dir``; returns (report path, figure paths)."""
+    results = load_results(out_dir)
+    if not results:
+        raise ValueError(f"no metrics.jsonl under {out_dir!r}.")
+    cfg = None
+    cp = os.path.join(out_dir, "config.json")
+    if os.path.exists(cp):
+        with open(cp, encoding="utf-8") as fh:
+            cfg = json.load(fh)
+    figs = plot_results(results, out_dir)
+    path = os.path.join(out_dir, "report.md")
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(markdown_report(results, cfg, figs))
+    return path, figs
