@@ -62,6 +62,12 @@ def test_smoke_run_writes_everything(full_run):
         assert r2["sigma_sub"]["n_sub"] == CFG.n_sub and r2["sigma_full"]["n_sub"] == CFG.n_measure
         assert sum(r2["nll_gen0_bits"]["hist"]) == CFG.n_measure
         assert 1.0 <= r2["eff_rank_uncentred"] <= CFG.model.d_model and 1.0 <= r2["eff_rank_centred"] <= CFG.model.d_model
+        # the LM's own hidden states, monitored inside the jitted training step every monitor_every steps
+        mon = r2["train_monitor"]
+        every, rows_per_step = CFG.train.monitor_every, CFG.train.batch_size * CFG.model.block_size
+        assert [e["step"] for e in mon] == list(range(0, CFG.train.steps, every))
+        assert all(e["n_rows"] == (e["step"] + 1) * rows_per_step for e in mon)
+        assert all(1.0 <= e["effective_rank"] <= CFG.model.d_model and np.isfinite(e["u_cov"]) for e in mon)
     # generation 0 is shared by the arms (same seed and temperature)
     a, b = (res[k][0] for k in sorted(res))
     assert a["sigma_sub"] == b["sigma_sub"] and a["bpc_heldout"] == b["bpc_heldout"]

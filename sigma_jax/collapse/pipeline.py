@@ -429,13 +429,15 @@ def run_experiment(cfg: CollapseConfig, out_dir: str, *, resume: bool = False, p
             init0 = nnx.split(Transformer(mcfg, rngs=nnx.Rngs(params=jax.random.fold_in(jax.random.fold_in(root, 0), _INIT))))[1]
             bar = _bar(progress, cfg.train.total_steps, f"seed {seed} gen 0 train")
             t0 = time.time()
+            mlog0: list = []
             params0, losses = train(jax.random.fold_in(jax.random.fold_in(root, 0), _TRAIN), graphdef, init0, sampler,
-                                    cfg.train, _train_progress(bar))
+                                    cfg.train, _train_progress(bar), monitor_log=mlog0)
             if bar is not None:
                 bar.close()
             _save_params(ck0, params0)
             _atomic_write(os.path.join(base_dir, "gen0_done.json"),
-                          json.dumps({"train_s": time.time() - t0, "final_loss": float(losses[-10:].mean())}))
+                          json.dumps({"train_s": time.time() - t0, "final_loss": float(losses[-10:].mean()),
+                                      "train_monitor": mlog0}))
             log(f"seed {seed}: generation 0 trained ({time.time() - t0:.0f} s, loss {losses[-10:].mean():.3f} nats)")
         enc = make_encoder(cfg.encoder, graphdef, params0, tok, mcfg)
         encoders_used[seed] = _encoder_config(enc)
@@ -545,8 +547,9 @@ def run_experiment(cfg: CollapseConfig, out_dir: str, *, resume: bool = False, p
                 else:
                     init = st["prev"]
                 bar = _bar(progress, cfg.train.total_steps, f"{name} gen {g} train")
+                mlog: list = []  # the in-step spectral monitor of the LM's own hidden states
                 params, losses = train(jax.random.fold_in(gkey, _TRAIN), graphdef, init, sampler, cfg.train,
-                                       _train_progress(bar))
+                                       _train_progress(bar), monitor_log=mlog)
                 if bar is not None:
                     bar.close()
                 t_train = time.time() - t0
@@ -562,6 +565,8 @@ def run_experiment(cfg: CollapseConfig, out_dir: str, *, resume: bool = False, p
                 _atomic_write(os.path.join(st["adir"], "samples", f"gen{g}.txt"), json.dumps(texts) + "\n")
                 m["train_mix"] = {"counts": mix.counts.tolist(), "weights": np.round(mix.weights, 6).tolist()}
                 m["train_final_loss"] = float(losses[-10:].mean())
+                if mlog:
+                    m["train_monitor"] = mlog
                 m["time_s"]["train"] = t_train
                 m["time_s"]["generation"] = time.time() - t0
                 row = dict(m, generation=g, arm=name, strategy=st["strat"], temperature=st["temp"], seed=seed)

@@ -100,7 +100,7 @@ PRESETS = {
     "smoke": CollapseConfig(
         name="smoke", corpus="pydoc",
         model=ModelConfig(n_layers=1, d_model=32, n_heads=2, block_size=32),
-        train=TrainConfig(steps=20, batch_size=8, warmup_steps=4, steps_per_call=10, peak_lr=1e-2),
+        train=TrainConfig(steps=20, batch_size=8, warmup_steps=4, steps_per_call=10, peak_lr=1e-2, monitor_every=10),
         generations=3, strategies=("replace", "accumulate:equal"), temperatures=(0.7,),
         synth_streams=16, synth_len=96, synth_prompt_len=8,
         n_measure=48, n_sub=40, measure_prompt_len=8, measure_len=16, null_keys=2,
@@ -108,7 +108,8 @@ PRESETS = {
     "small": CollapseConfig(
         name="small", corpus="kjv",
         model=ModelConfig(n_layers=2, d_model=128, n_heads=4, block_size=64),
-        train=TrainConfig(steps=800, batch_size=32, warmup_steps=80, steps_per_call=20, peak_lr=3e-3),
+        train=TrainConfig(steps=800, batch_size=32, warmup_steps=80, steps_per_call=20, peak_lr=3e-3,
+                          monitor_every=100),
         generations=4, strategies=("replace", "accumulate:equal"), temperatures=(0.7,),
         synth_streams=600, synth_len=256, synth_prompt_len=32,
         n_measure=600, n_sub=450, measure_prompt_len=16, measure_len=32, null_keys=2,
@@ -116,7 +117,8 @@ PRESETS = {
     "paper": CollapseConfig(
         name="paper", corpus="kjv",
         model=ModelConfig(n_layers=4, d_model=256, n_heads=8, block_size=128),
-        train=TrainConfig(steps=5000, batch_size=64, warmup_steps=250, steps_per_call=50, peak_lr=1e-3),
+        train=TrainConfig(steps=5000, batch_size=64, warmup_steps=250, steps_per_call=50, peak_lr=1e-3,
+                          monitor_every=500),
         generations=10, strategies=("replace", "accumulate:equal", "mix:0.1", "accumulate-subsample"),
         temperatures=(0.7, 1.0), seeds=(0, 1, 2),
         synth_streams=4000, synth_len=512, synth_prompt_len=64,

@@ -50,6 +50,7 @@ class TrainConfig:
     b2: float = 0.99
     clip_norm: float = 1.0
     steps_per_call: int = 10
+    monitor_every: int = 0  # > 0: sigma_jax.monitor on the final hidden states, every this many steps
 
     def __post_init__(self):
         for f in ("steps", "batch_size", "steps_per_call"):
@@ -85,19 +86,45 @@ def loss_fn(graphdef, params, batch):
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch[:, 1:]).mean()
 
 
+def _loss_and_hidden(graphdef, params, batch):
+    model = nnx.merge(graphdef, params)
+    h = model.hidden(batch[:, :-1])
+    logits = model.head(h)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), batch[:, 1:]).mean()
+    return loss, h
+
+
+def _monitor(tc):
+    from sigma_jax.monitor import spectral_monitor
+
+    return spectral_monitor(every=tc.monitor_every, metrics=("effective_rank", "participation_ratio"))
+
+
 @functools.partial(jax.jit, static_argnums=(0, 1))
-def _train_chunk(graphdef, tc, params, opt_state, batches):
-    """``batches``: (S, B, L+1).  Runs S AdamW steps in one lax.scan; returns losses (S,)."""
+def _train_chunk(graphdef, tc, params, opt_state, batches, mstate=None, step0=0):
+    """``batches``: (S, B, L+1).  Runs S AdamW steps in one lax.scan; returns losses (S,).
+
+    With ``tc.monitor_every > 0`` the step also feeds the final hidden states to a
+    :func:`sigma_jax.monitor.spectral_monitor` (inside the scan, no host sync) and
+    returns its state and per-step reports.
+    """
     tx = make_optimizer(tc)
+    mon = _monitor(tc) if tc.monitor_every > 0 else None
 
-    def step(carry, batch):
-        p, o = carry
-        loss, grads = jax.value_and_grad(lambda q: loss_fn(graphdef, q, batch))(p)
+    def step(carry, xs):
+        p, o, ms = carry
+        batch, t = xs
+        (loss, h), grads = jax.value_and_grad(lambda q: _loss_and_hidden(graphdef, q, batch), has_aux=True)(p)
         updates, o = tx.update(grads, o, p)
-        return (optax.apply_updates(p, updates), o), loss
+        report = None
+        if mon is not None:
+            ms, report = mon.update(ms, jax.lax.stop_gradient(h), t)
+        return (optax.apply_updates(p, updates), o, ms), (loss, report)
 
-    (params, opt_state), losses = jax.lax.scan(step, (params, opt_state), batches)
-    return params, opt_state, losses
+    steps = step0 + jnp.arange(batches.shape[0], dtype=jnp.int32)
+    (params, opt_state, mstate), (losses, reports) = jax.lax.scan(step, (params, opt_state, mstate),
+                                                                  (batches, steps))
+    return params, opt_state, losses, mstate, reports
 
 
 class WindowSampler:
@@ -138,19 +165,32 @@ class WindowSampler:
         return self.data[off[..., None] + np.arange(window)]
 
 
-def train(key, graphdef, params, data: WindowSampler, tc: TrainConfig, progress: Callable | None = None):
+def train(key, graphdef, params, data: WindowSampler, tc: TrainConfig, progress: Callable | None = None,
+          monitor_log: list | None = None):
     """Train ``params`` from a fresh optimiser state for ``tc.total_steps`` steps.
 
     Returns ``(params, losses)`` with losses a (total_steps,) float32 numpy array.
-    ``progress(n_steps_done)`` is called after each fused chunk.
+    ``progress(n_steps_done)`` is called after each fused chunk.  With
+    ``tc.monitor_every > 0`` and a ``monitor_log`` list, the in-step spectral monitor's
+    report (SIGMA ``u_cov`` of the hidden states seen so far, effective rank,
+    participation ratio) is appended every ``monitor_every`` steps.
     """
     seq = tc.seq_len or graphdef_block_size(graphdef, params)
     opt_state = make_optimizer(tc).init(params)
+    mstate = _monitor(tc).init(int(nnx.merge(graphdef, params).cfg.d_model)) if tc.monitor_every > 0 else None
     losses = []
     for c in range(tc.n_calls):
         batches = data.sample(jax.random.fold_in(key, c), (tc.steps_per_call, tc.batch_size), seq + 1)
-        params, opt_state, l = _train_chunk(graphdef, tc, params, opt_state, jnp.asarray(batches))
+        params, opt_state, l, mstate, reports = _train_chunk(graphdef, tc, params, opt_state, jnp.asarray(batches),
+                                                             mstate, jnp.int32(c * tc.steps_per_call))
         losses.append(np.asarray(l))
+        if reports is not None and monitor_log is not None:
+            host = {k: np.asarray(v) for k, v in reports.items()}
+            for i in range(tc.steps_per_call):
+                t = c * tc.steps_per_call + i
+                if t < tc.steps and t % tc.monitor_every == 0:
+                    monitor_log.append({k: (int(v[i]) if k in ("step", "n_rows") else float(v[i]))
+                                        for k, v in host.items()})
         if progress is not None:
             progress(tc.steps_per_call)
     return params, np.concatenate(losses)
