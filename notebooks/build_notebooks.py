@@ -68,6 +68,46 @@ ax.set_xlabel("rank"); ax.legend(); ax.set_title("eigenvalues of G (shaded: Wolk
         new_code_cell("""table = sj.analyze({f"gen{i}": x for i, x in enumerate(gens)}, subset=n_A, key=key)
 print(table.format())"""),
     ],
+    "02_collapse_curves.ipynb": [
+        new_markdown_cell("# Collapse curves: small Flax LMs retrained on their own text\n\n"
+                          "Loads the result of `make demo` (`sigma-jax collapse --preset small`) when it exists; "
+                          "otherwise (and in the test suite) runs the `smoke` preset, which takes well under a "
+                          "minute. Each generation is sampled from fixed prompts with fixed keys, embedded by a frozen "
+                          "encoder and measured by SIGMA."),
+        new_code_cell(SETUP + "\nimport tempfile\nfrom sigma_jax.collapse import pipeline, presets, report"),
+        new_code_cell("""out = "runs/collapse-small"
+if SMALL or not os.path.exists(os.path.join(out, "config.json")):
+    out = tempfile.mkdtemp(prefix="collapse-smoke-")
+    pipeline.run_experiment(presets.get_preset("smoke"), out)
+results = report.load_results(out)
+for arm, rows in results.items():
+    print(arm, [round(r["dU"], 1) for r in rows], "bpc", [round(r["bpc_heldout"], 2) for r in rows])"""),
+        new_markdown_cell("## Drift against the larger of the Theorem-3 band and the null re-sample spread\n"
+                          "The Theorem-3 band covers only the subsampling of n_A of n_k texts; re-sampling "
+                          "generation 0 with other keys gives the sampling noise (`null_spread`)."),
+        new_code_cell("""fig, ax = plt.subplots(1, 3, figsize=(13, 3.4))
+for arm, rows in results.items():
+    g = [r["generation"] for r in rows]
+    du = np.array([r["dU"] for r in rows]); thr = np.array([r["threshold"] for r in rows])
+    line, = ax[0].plot(g, du, "o-", label=arm)
+    ax[0].fill_between(g, -thr, thr, color=line.get_color(), alpha=.15)
+    ax[1].plot(g, [r["eff_rank_centred"] for r in rows], "o-", label=arm)
+    mon = rows[-1].get("train_monitor", [])
+    if mon:
+        ax[2].plot([e["step"] for e in mon], [e["effective_rank"] for e in mon], label=f"{arm}, last gen")
+ax[0].set_title("dU with max(band, null spread)"); ax[0].legend(fontsize=7)
+ax[1].set_title("centred effective rank of the embeddings")
+ax[2].set_title("LM hidden states during training (in-step monitor)"); ax[2].legend(fontsize=7)
+plt.tight_layout()"""),
+        new_markdown_cell("## The tail histogram of Shumailov et al.\nPer-sequence NLL of each generation's samples "
+                          "under the generation-0 model: mass moves to low NLL as the model collapses."),
+        new_code_cell("""arm, rows = next(iter(results.items()))
+fig, ax = plt.subplots(figsize=(5, 3.2))
+for r in rows:
+    h = np.asarray(r["nll_gen0_bits"]["hist"])
+    ax.stairs(h / max(1, h.sum()), np.asarray(pipeline.NLL_BINS), label=f"gen {r['generation']}")
+ax.set_xlabel("bits/char under generation 0"); ax.legend(); ax.set_title(arm);"""),
+    ],
     "03_training_loop_monitor.ipynb": [
         new_markdown_cell("# Watching representation collapse inside a jitted Flax training loop\n\n"
                           "`sigma_jax.monitor.spectral_monitor` is an optax-like `init`/`update` pair: it accumulates "
