@@ -8,9 +8,11 @@ Quickstart::
     print(rep.summary())                        # logdet, U_cov +/- band, G_KF, sandwich
 
 Topic modules: ``gram`` (streaming / matrix-free Gram), ``spectral`` (metrics of a
-spectrum), ``bounds`` (deterministic inequalities), ``datasets`` (synthetic
-embeddings), and, imported on first use, ``estimators``, ``sharding``, ``monitor``,
-``lm``, ``encoders``, ``collapse``.
+spectrum), ``bounds`` (deterministic inequalities), and, imported on first use,
+``estimators`` (matrix-free stochastic estimators), ``sharding`` (the Gram operator
+on a device mesh and inside pmap/shard_map steps), ``monitor`` (in-loop spectral
+monitor), ``analysis`` (one-call tables), ``encoders`` (frozen MiniLM), ``lm`` (small
+Flax LMs), ``collapse`` (strategies, toy chains, the recursive pipeline), ``datasets``.
 """
 
 from __future__ import annotations

@@ -212,13 +212,15 @@ def q_moments(rows, gram_a, *, delta: float = 1e-3, n_sub: int | None = None, no
     with x64():
         chol = _inv_chol(gram_a, delta)
         n_full = n // chunk_rows if n > chunk_rows else 0
-        acc = jnp.zeros((2,), jnp.float64)
+        acc = None
         if n_full:
             blocks = rows[: n_full * chunk_rows].reshape(n_full, chunk_rows, m)
-            acc, _ = jax.lax.scan(lambda c, b: (c + _q_chunk(b, chol, n_sub, normalize), None), acc, blocks)
+            acc, _ = jax.lax.scan(lambda c, b: (c + _q_chunk(b, chol, n_sub, normalize), None),
+                                  _q_chunk(blocks[0], chol, n_sub, normalize), blocks[1:])  # see gram_f64
         rest = rows[n_full * chunk_rows:]
         if rest.shape[0]:
-            acc = acc + _q_chunk(rest, chol, n_sub, normalize)
+            tail = _q_chunk(rest, chol, n_sub, normalize)
+            acc = tail if acc is None else acc + tail
         return acc
 
 

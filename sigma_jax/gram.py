@@ -122,17 +122,20 @@ def gram_f64(rows, *, normalize: bool = True, chunk_rows: int = DEFAULT_CHUNK_RO
     n, m = rows.shape
     with x64():
         n_full = (n // chunk_rows) if n > chunk_rows else 0
-        g = jnp.zeros((m, m), jnp.float64)
+        g = None
         if n_full:
             blocks = rows[: n_full * chunk_rows].reshape(n_full, chunk_rows, m)
 
             def body(acc, block):
                 return acc + _chunk_gram64(block, normalize, precision=precision), None
 
-            g, _ = jax.lax.scan(body, g, blocks)
+            # the carry starts from the first block (not zeros) so that inside shard_map it
+            # already varies over the mesh axes, as the scan body's output does
+            g, _ = jax.lax.scan(body, _chunk_gram64(blocks[0], normalize, precision=precision), blocks[1:])
         rest = rows[n_full * chunk_rows:]
         if rest.shape[0]:
-            g = g + _chunk_gram64(rest, normalize, precision=precision)
+            tail = _chunk_gram64(rest, normalize, precision=precision)
+            g = tail if g is None else g + tail
         return g
 
 

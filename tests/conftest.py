@@ -4,6 +4,9 @@ import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# 8 simulated devices each run their own LAPACK calls; multithreaded OpenBLAS then oversubscribes 2 cores
+# (measured 10-40x slower sharded SIGMA, see docs/scaling.md)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import zlib  # noqa: E402
 

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 MODULES = ["sigma_jax.core", "sigma_jax.gram", "sigma_jax.spectral", "sigma_jax.bounds", "sigma_jax.monitor",
-           "sigma_jax.analysis", "sigma_jax.datasets", "sigma_jax.collapse.strategies", "sigma_jax.collapse.toy"]
+           "sigma_jax.analysis", "sigma_jax.datasets", "sigma_jax.collapse.strategies", "sigma_jax.collapse.toy",
+           "sigma_jax.sharding"]
 
 
 def _public_functions(mod):

@@ -79,3 +79,24 @@ def test_load_embeddings_formats_and_refusals(rng, tmp_path):
         gram.load_embeddings(tmp_path / "missing.npy")
     with pytest.raises(ValueError, match="side"):
         gram.gram_operator(a, side="kernel")
+
+
+def test_chunked_gram_and_band_inside_shard_map(rng):
+    """Local shards longer than chunk_rows run the lax.scan path inside shard_map (varying carry)."""
+    from jax.sharding import PartitionSpec as P
+
+    from sigma_jax import core
+
+    a = healthy(rng, 4 * 300, 5).astype(np.float32)
+    mesh = jax.make_mesh((4,), ("d",), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:4])
+
+    def local(rows):
+        g = jax.lax.psum(gram.gram_f64(rows, chunk_rows=128), "d")
+        q = jax.lax.psum(core.q_moments(rows, g, n_sub=a.shape[0], chunk_rows=128), "d")
+        return g, q
+
+    f = jax.jit(jax.shard_map(local, mesh=mesh, in_specs=P("d"), out_specs=(P(), P())))
+    g, q = f(jnp.asarray(a))
+    v = normalize_rows(a)
+    np.testing.assert_allclose(np.asarray(g), v.T @ v, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(q), np.asarray(core.q_moments(a, v.T @ v)), rtol=1e-10)
