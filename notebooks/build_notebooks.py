@@ -153,6 +153,52 @@ print(log[-1])"""),
         new_markdown_cell("Inside `pmap`/`shard_map`, build the monitor with `axis_name=...`: each device accumulates "
                           "its shard and the Gram is reduced with one `psum`."),
     ],
+    "04_exact_vs_stochastic.ipynb": [
+        new_markdown_cell("# Exact vs stochastic spectral estimators: accuracy against cost\n\n"
+                          "For m in the hundreds the exact path (form G, Cholesky / eigh) is best. For LLM hidden "
+                          "states (m = 2k–16k) or the n × n sample Gram only matrix–vector products are affordable. "
+                          "Here: stochastic Lanczos quadrature (SLQ), plain and deflated, against the dense truth, "
+                          "with their 95% confidence intervals."),
+        new_code_cell(SETUP + "\nimport time\nfrom sigma_jax import estimators as est, gram, spectral"),
+        new_code_cell("""m, n = (64, 400) if SMALL else (1024, 4096)
+rng = np.random.default_rng(0)
+q, _ = np.linalg.qr(rng.normal(size=(m, m)))
+emb = (rng.normal(size=(n, m)) * np.arange(1, m + 1) ** -0.75) @ q.T       # power-law spectrum
+op = gram.gram_operator(jnp.asarray(emb, jnp.float32), ridge=1e-3, normalize=False)
+t0 = time.perf_counter()
+lam = np.linalg.eigvalsh(np.asarray(op.dense()))
+t_dense = time.perf_counter() - t0
+truth = {"entropy": float(spectral.spectral_entropy(lam - 1e-3)), "logdet": float(np.log(lam).sum())}
+print(f"dense eigh: {t_dense:.3f} s; truth {truth}")"""),
+        new_code_cell("""steps = 20 if SMALL else 30
+rows = []
+for probes in ((4, 8, 16) if SMALL else (8, 16, 32, 64)):
+    for deflate in (0, 16 if SMALL else 32):
+        quad_fn = jax.jit(est.slq_quadrature(probes, steps, deflate=deflate))
+        errs, cover = [], []
+        for trial in range(3 if SMALL else 10):
+            quad = quad_fn(jax.random.key(trial), op)
+            e = est.quadrature_estimate(quad, est.spectral_entropy(), shift=-1e-3)
+            errs.append(abs(float(e.value) - truth["entropy"]))
+            cover.append(float(e.ci[0]) <= truth["entropy"] <= float(e.ci[1]))
+        rows.append(dict(probes=probes, deflate=deflate, matvecs=int(quad.num_matvecs),
+                         rms=float(np.sqrt(np.mean(np.square(errs)))), coverage=float(np.mean(cover))))
+for r in rows:
+    print(r)"""),
+        new_code_cell("""fig, ax = plt.subplots(figsize=(5.5, 3.5))
+for deflate in sorted({r["deflate"] for r in rows}):
+    rs = [r for r in rows if r["deflate"] == deflate]
+    ax.loglog([r["matvecs"] for r in rs], [r["rms"] for r in rs], "o-",
+              label="plain SLQ" if deflate == 0 else f"deflated SLQ (top {deflate} exact)")
+ax.set_xlabel("matrix-vector products"); ax.set_ylabel("RMS error of spectral entropy"); ax.legend()
+ax.set_title(f"m = {m}: dense eigh took {t_dense:.2f} s");"""),
+        new_markdown_cell("The same choice drives `sigma_jax.sigma(..., method=\"auto\")`: exact below the measured "
+                          "crossover (m = 4096 on a 2-core CPU), stochastic above it when all rows are observed."),
+        new_code_cell("""rep_exact = sj.sigma(emb)
+rep_sto = sj.sigma(emb, method="stochastic", key=jax.random.key(0),
+                   estimator_options=dict(num_probes=16, num_steps=min(40, m - 16), deflate=16))
+print(f"U_cov exact {float(rep_exact.u_cov):.3f}; stochastic {float(rep_sto.u_cov):.3f} ± {1.96 * float(rep_sto.stderr):.3f}")"""),
+    ],
 }
 
 

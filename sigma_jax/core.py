@@ -340,7 +340,8 @@ def _sigma_rows(rows, *, n_total, delta, rho, normalize, level, chunk_rows, prec
 
 def sigma(embeddings, *, n_total: int | None = None, subset=None, delta: float = 1e-3, rho: float = 1.0,
           normalize: bool = True, key=None, ridge_only: bool = False, level: float = 0.95,
-          chunk_rows: int = gram.DEFAULT_CHUNK_ROWS, validate: bool = True, precision: str = "float64") -> SigmaReport:
+          chunk_rows: int = gram.DEFAULT_CHUNK_ROWS, validate: bool = True, precision: str = "float64",
+          method: str = "exact", estimator_options: dict | None = None) -> SigmaReport:
     r"""The exact SIGMA report of a set of embeddings.
 
     Args:
@@ -365,6 +366,15 @@ def sigma(embeddings, *, n_total: int | None = None, subset=None, delta: float =
             sums: faster, accurate on healthy spectra but not on collapsed ones --
             measured in ``experiments/bench_sigma.py``).  Cholesky and the band are
             always float64; host arrays streamed in chunks (> 256 MiB) always use float64.
+        method: ``"exact"`` (Cholesky of the m x m Gram, the paper's path), ``"stochastic"``
+            (:func:`sigma_jax.estimators.sigma_stochastic`: deflated stochastic Lanczos
+            quadrature through the Gram operator, never forming G; needs ``key``; returns a
+            ``StochasticSigmaReport`` with the same fields plus ``stderr`` and cost counters),
+            or ``"auto"``: stochastic when ``m >= estimators.AUTO_CROSSOVER_M`` (4096, the measured
+            crossover on a 2-core CPU), all rows are observed (``n_A = n_total``: with a band the
+            exact path was faster at every measured m) and a ``key`` is given; exact otherwise.
+        estimator_options: keyword arguments for ``sigma_stochastic`` (probes, Lanczos steps,
+            deflation, ...).
 
     Returns:
         :class:`SigmaReport`.
@@ -384,6 +394,23 @@ def sigma(embeddings, *, n_total: int | None = None, subset=None, delta: float =
         embeddings = gram.load_embeddings(embeddings)
     embeddings = _checks.check_float_array(embeddings, "embeddings")
     _check_scalars(delta, rho, level)
+    if method not in ("exact", "stochastic", "auto"):
+        raise ValueError(f"`method` must be 'exact', 'stochastic' or 'auto', got {method!r}.")
+    if method != "exact":
+        from sigma_jax import estimators
+
+        m_dim = embeddings.shape[1]
+        n_rows = embeddings.shape[0]
+        n_sub_guess = n_rows if subset is None else (int(subset) if isinstance(subset, (int, np.integer))
+                                                     else len(subset))
+        full = n_sub_guess == (n_rows if n_total is None else int(n_total))
+        use = method == "stochastic" or (key is not None and full and m_dim >= estimators.AUTO_CROSSOVER_M)
+        if use:
+            if key is None:
+                raise ValueError("method='stochastic' needs `key` (e.g. `key=jax.random.key(0)`) for its probes.")
+            return estimators.sigma_stochastic(key, embeddings, n_total=n_total, subset=subset, delta=delta, rho=rho,
+                                               normalize=normalize, level=level, ridge_only=ridge_only,
+                                               validate=validate, **(estimator_options or {}))
     if precision not in gram.PRECISIONS:
         raise ValueError(f"`precision` must be one of {gram.PRECISIONS}, got {precision!r}.")
     n, m = embeddings.shape

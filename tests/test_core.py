@@ -259,3 +259,19 @@ def test_mixed_precision_mode_accuracy_is_as_documented(rng):
     assert err64 <= 1e-9 * abs(ref_c) and err_mx > 100 * err64
     with pytest.raises(ValueError, match="precision"):
         sj.sigma(h, precision="bf16")
+
+
+def test_method_dispatch_stochastic_and_auto(rng):
+    a = healthy(rng, 600, 40).astype(np.float32)
+    exact = sj.sigma(a)
+    sto = sj.sigma(a, method="stochastic", key=jax.random.key(0),
+                   estimator_options=dict(num_probes=16, num_steps=30, deflate=8))
+    # the stochastic report carries its own standard error: the exact value lies within a few of them
+    assert abs(float(sto.u_cov) - float(exact.u_cov)) <= 5 * float(sto.stderr) + 1e-6 * abs(float(exact.u_cov))
+    # auto stays exact below the measured crossover (m < 4096) and without a key
+    auto = sj.sigma(a, method="auto", key=jax.random.key(0))
+    assert float(auto.u_cov) == float(exact.u_cov) and not hasattr(auto, "stderr")
+    with pytest.raises(ValueError, match="key"):
+        sj.sigma(a, method="stochastic")
+    with pytest.raises(ValueError, match="method"):
+        sj.sigma(a, method="slq")

@@ -1,0 +1,166 @@
+"""Shared pieces: the :class:`Estimate` result, probe samplers, t-quantiles, the delta method.
+
+Every estimator in :mod:`sigma_jax.estimators` reduces to per-probe samples
+``x_i in R^r`` (i = 1..k) of a few traces ``tr f_1(A) .. tr f_r(A)`` (plus
+exactly known offsets) and a smooth ``combine: R^r -> R`` (e.g. the entropy
+``log t - u / t``).  The value is ``combine(mean(x) + offsets)``; its standard
+error comes from the delta method ``se^2 = g^T Cov(x) g / k`` with
+``g = grad combine``; the interval is ``value +- t_{k-1, (1+level)/2} se``.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Estimate", "sample_probes", "t_quantile", "estimate_from_samples", "operator_dim", "matmat_rows",
+           "operator_trace", "SAMPLERS"]
+
+SAMPLERS = ("rademacher", "normal")
+
+
+class Estimate(NamedTuple):
+    """A stochastic estimate with its uncertainty and its cost.
+
+    Attributes:
+        value: the point estimate (scalar array).
+        stderr: estimated standard error of ``value`` (delta method over probes).
+        ci: ``(low, high)`` confidence interval at the constructor's ``level``
+            (Student-t with ``num_probes - 1`` degrees of freedom).
+        num_probes: number of random probe vectors used (int32 array).
+        num_matvecs: number of operator-vector products used, deflation included (int32 array).
+    """
+
+    value: jax.Array
+    stderr: jax.Array
+    ci: tuple[jax.Array, jax.Array]
+    num_probes: jax.Array
+    num_matvecs: jax.Array
+
+    @property
+    def halfwidth(self):
+        """Half-width of the confidence interval."""
+        from sigma_jax._x64 import x64  # noqa: PLC0415
+
+        with x64():
+            return (self.ci[1] - self.ci[0]) / 2
+
+    def covers(self, truth) -> jax.Array:
+        """True where ``ci[0] <= truth <= ci[1]``."""
+        from sigma_jax._x64 import x64  # noqa: PLC0415
+
+        with x64():
+            return (self.ci[0] <= truth) & (truth <= self.ci[1])
+
+
+def t_quantile(p: float, dof: int) -> float:
+    """Quantile of Student's t (Cornish-Fisher expansion in 1/dof; exact normal for dof -> inf).
+
+    Accurate to ~1e-3 for dof >= 4 and p <= 0.995 (dof is static: probe counts are fixed
+    by constructors).  dof < 1 falls back to the normal quantile.
+    """
+    z = NormalDist().inv_cdf(p)
+    if dof < 1:
+        return z
+    try:  # scipy, when present, is exact
+        from scipy.stats import t as _t  # noqa: PLC0415
+
+        return float(_t.ppf(p, dof))
+    except ImportError:  # pragma: no cover - fallback expansion
+        v = float(dof)
+        g1 = (z**3 + z) / 4
+        g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
+        g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
+        g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
+        return z + g1 / v + g2 / v**2 + g3 / v**3 + g4 / v**4
+
+
+def sample_probes(key, num: int, dim: int, sampler: str = "rademacher", dtype=jnp.float32):
+    """(num, dim) probes with ``E[z z^T] = I`` stored as rows: Rademacher (default) or Gaussian.
+
+    Bits are always drawn in float32 with x64 disabled (PRNG lowering must not depend on the
+    surrounding x64 context, which differs between eager, jit and while-loop tracing) and then cast.
+    """
+    if sampler not in SAMPLERS:
+        raise ValueError(f"`sampler` must be one of {SAMPLERS}, got {sampler!r}.")
+    with jax.enable_x64(False):
+        if sampler == "rademacher":
+            z = jax.random.rademacher(key, (num, dim), dtype=jnp.float32)
+        else:
+            z = jax.random.normal(key, (num, dim), dtype=jnp.float32)
+    return z.astype(dtype)
+
+
+def estimate_from_samples(samples, offsets, combine: Callable, level: float, num_matvecs, *, total_probes=None,
+                          aux: Any = None) -> Estimate:
+    """Delta-method :class:`Estimate` from per-probe samples.
+
+    Args:
+        samples: (k, r) per-probe unbiased samples of ``r`` traces.
+        offsets: (r,) exactly known additive parts (e.g. deflated Ritz contributions).
+        combine: ``combine(means (r,), aux) -> scalar``.
+        level: confidence level.
+        num_matvecs: matvecs spent (int).
+    """
+    k = samples.shape[0]
+    mean = jnp.mean(samples, axis=0) + offsets
+    value, grad = jax.value_and_grad(lambda m: combine(m, aux))(mean)
+    centred = samples - jnp.mean(samples, axis=0)
+    proj = centred @ grad                                   # (k,)
+    var = jnp.sum(proj * proj) / max(k - 1, 1)
+    stderr = jnp.sqrt(var / k)
+    tq = t_quantile(0.5 + level / 2.0, k - 1)
+    n_probes = k if total_probes is None else total_probes
+    return Estimate(value, stderr, (value - tq * stderr, value + tq * stderr),
+                    jnp.asarray(n_probes, jnp.int32), jnp.asarray(num_matvecs, jnp.int32))
+
+
+# --------------------------------------------------------------------------- operator protocol
+
+
+def operator_dim(op) -> int:
+    """Size d of a square operator (``.dim`` or ``.shape[0]``)."""
+    if hasattr(op, "dim"):
+        return int(op.dim)
+    if hasattr(op, "shape"):
+        return int(op.shape[0])
+    raise TypeError(f"operator of type {type(op).__name__} has neither `.dim` nor `.shape`; wrap a matvec with "
+                    "`sigma_jax.estimators.linear_operator(matvec, dim)`.")
+
+
+def matmat_rows(op) -> Callable:
+    """``V -> V A`` for probes stored as rows (``A`` symmetric): the operator's fast path."""
+    if hasattr(op, "matmat_rows"):
+        return op.matmat_rows
+    if hasattr(op, "shape") and hasattr(op, "T") and not callable(op):  # a dense (symmetric) array
+        return lambda v: v @ op.astype(v.dtype)
+    raise TypeError(f"operator of type {type(op).__name__} has no `matmat_rows`; pass a GramOperator, a "
+                    "KernelOperator, a dense symmetric array, or wrap a matvec with `linear_operator`.")
+
+
+def operator_trace(op):
+    """Exact ``tr A`` when the operator knows it (GramOperator: from its diagonal), else None."""
+    if hasattr(op, "trace") and callable(op.trace):
+        return op.trace()
+    if hasattr(op, "shape") and hasattr(op, "T") and not callable(op):
+        return jnp.trace(op)
+    return None
+
+
+def check_counts(**kw):
+    for name, v in kw.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"`{name}` must be a positive Python int (it fixes array shapes), got {v!r}.")
+
+
+def level_check(level: float):
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"`level` must lie in (0, 1), got {level}.")
+    return float(level)
+
+
+_ = math

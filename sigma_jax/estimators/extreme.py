@@ -1,0 +1,153 @@
+r"""Extreme eigenvalues of a symmetric positive semi-definite operator with guaranteed brackets.
+
+Lanczos from k start vectors (s steps each) gives Ritz values ``theta``.  By the
+Cauchy interlacing / Courant-Fischer theorems every Ritz value lies in
+``[lambda_min, lambda_max]``, so ``max theta`` is a **lower** bound on
+``lambda_max`` and ``min theta`` an **upper** bound on ``lambda_min``.
+
+Upper bound on ``lambda_max`` (guaranteed for PSD ``A`` with known trace).  In the
+basis ``[Q, Q_perp]`` of one probe's Krylov space, ``A = [[T, E], [E^T, C]]`` with
+``||E|| = beta_s`` (the last Lanczos coefficient) and ``C`` PSD with
+``||C|| <= tr C = tr A - tr T``.  For a PSD block matrix
+``||A|| <= || [[||T||, ||E||], [||E||, ||C||]] ||`` hence
+
+    lambda_max <= (a + c)/2 + sqrt(((a - c)/2)^2 + beta_s^2),   a = theta_max(T), c = max(tr A - tr T, 0),
+
+minimised over probes and capped by ``tr A``.  For a :class:`~sigma_jax.gram.GramOperator`
+(``A = S^T S + delta I`` with ``S`` the scaled rows) a second guaranteed bound is the
+Collatz-Wielandt bound on the nonnegative matrix ``|S|^T |S| >= |A - delta I|`` entrywise:
+``lambda_max <= delta + max_i (|S|^T |S| x)_i / x_i`` for any positive ``x`` (``x`` from a few
+power steps); the smaller bound is reported.
+
+Lower bound on ``lambda_min``: the PSD floor (the operator's ridge for a GramOperator, else 0).
+Matvec-only lower bounds on ``lambda_min`` need more information than the operator offers; the
+bracket for ``lambda_min`` is therefore ``[floor, min theta]``.
+
+Floating point: Ritz values carry an error of about ``eps * ||A||``; brackets are widened by
+``safety = 32 * eps * sqrt(s) * bound`` on each side.
+
+Example:
+    >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (400, 30)), ridge=1e-3)
+    >>> br = eigen_brackets(20)(jax.random.key(1), op)
+    >>> bool(br.max_low <= br.max_high)
+    True
+"""
+
+from __future__ import annotations
+
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from sigma_jax._x64 import f64, x64
+from sigma_jax.estimators import _base
+from sigma_jax.estimators.krylov import lanczos, ritz
+
+__all__ = ["Brackets", "eigen_brackets"]
+
+
+class Brackets(NamedTuple):
+    """Guaranteed intervals for the extreme eigenvalues (float64 scalars).
+
+    Attributes:
+        max_low, max_high: ``max_low <= lambda_max <= max_high``.
+        min_low, min_high: ``min_low <= lambda_min <= min_high``.
+        ritz_max, ritz_min: the best Ritz values (point estimates).
+        num_matvecs: int32.
+    """
+
+    max_low: jax.Array
+    max_high: jax.Array
+    min_low: jax.Array
+    min_high: jax.Array
+    ritz_max: jax.Array
+    ritz_min: jax.Array
+    num_matvecs: jax.Array
+
+    @property
+    def lambda_max(self):
+        return self.max_low, self.max_high
+
+    @property
+    def lambda_min(self):
+        return self.min_low, self.min_high
+
+
+def _collatz_wielandt(op, power_steps: int):
+    """Guaranteed ``lambda_max(|S|^T|S|)`` upper bound for a GramOperator (``None`` otherwise)."""
+    if not (hasattr(op, "embeddings") and hasattr(op, "side") and hasattr(op, "row_scale")):
+        return None
+    with x64():
+        a = jnp.abs(f64(op.embeddings))
+        if op.row_scale is not None:
+            a = a * f64(op.row_scale)[:, None]
+        if op.side == "feature":
+            apply = lambda x: a.T @ (a @ x)  # noqa: E731
+            x = jnp.ones((a.shape[1],), jnp.float64)
+        else:
+            apply = lambda x: a @ (a.T @ x)  # noqa: E731
+            x = jnp.ones((a.shape[0],), jnp.float64)
+        for _ in range(power_steps):
+            y = apply(x)
+            x = y / jnp.max(y) + 1e-12        # stays strictly positive
+        y = apply(x)
+        return jnp.max(y / x) + f64(op.ridge)
+
+
+def eigen_brackets(num_steps: int, num_probes: int = 4, *, psd: bool = True, power_steps: int = 8,
+                   dtype=jnp.float32) -> Callable:
+    """Constructor: ``brackets(key, operator) -> Brackets`` using ``num_probes * num_steps`` matvecs.
+
+    Args:
+        num_steps: Lanczos steps per probe (<= d).
+        num_probes: independent start vectors (the best bound over them is reported).
+        psd: the operator is positive semi-definite (needed for the upper bound and the floor;
+            with ``psd=False`` the brackets use +-inf where nothing is guaranteed).
+        power_steps: power steps for the Collatz-Wielandt bound (GramOperator only).
+        dtype: probe / matvec dtype.
+    """
+    _base.check_counts(num_steps=num_steps, num_probes=num_probes)
+
+    def brackets(key, operator) -> Brackets:
+        d = _base.operator_dim(operator)
+        if num_steps > d:
+            raise ValueError(f"`num_steps`={num_steps} exceeds the operator size d={d}.")
+        with x64() if jnp.dtype(dtype) == jnp.float64 else _Null():
+            z = _base.sample_probes(key, num_probes, d, "normal", dtype)
+            tri = lanczos(_base.matmat_rows(operator), z, num_steps)
+            tr = _base.operator_trace(operator)
+        one = tri._replace(norms=jnp.ones_like(tri.norms))
+        nodes, _ = ritz(one)
+        with x64():
+            eps = float(jnp.finfo(dtype).eps)
+            theta_max = jnp.max(nodes[:, -1])
+            theta_min = jnp.min(nodes[:, 0])
+            beta_s = f64(tri.betas[:, -1])
+            a = nodes[:, -1]
+            inf = jnp.asarray(jnp.inf, jnp.float64)
+            if psd and tr is not None:
+                tr64 = f64(tr)
+                c = jnp.maximum(tr64 - jnp.sum(f64(tri.alphas), axis=1), 0.0)
+                block = 0.5 * (a + c) + jnp.sqrt((0.5 * (a - c)) ** 2 + beta_s**2)
+                high = jnp.minimum(jnp.min(block), tr64)
+                cw = _collatz_wielandt(operator, power_steps)
+                if cw is not None:
+                    high = jnp.minimum(high, cw)
+            else:
+                high = inf
+            floor = f64(getattr(operator, "ridge", 0.0)) if psd else -inf
+            safety = 32 * eps * jnp.sqrt(float(num_steps)) * jnp.maximum(jnp.abs(theta_max), jnp.abs(theta_min))
+            return Brackets(theta_max - safety, jnp.maximum(high, theta_max) + safety,
+                            jnp.minimum(floor, theta_min) - (safety if psd else 0.0), theta_min + safety,
+                            theta_max, theta_min, jnp.asarray(num_probes * num_steps, jnp.int32))
+
+    return brackets
+
+
+class _Null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *a):
+        return False

@@ -1,0 +1,231 @@
+r"""SIGMA's log-det quantities through the Gram operator only (never forming ``G``), with confidence intervals.
+
+Same quantities and field names as :class:`sigma_jax.core.SigmaReport` (see ``sigma_jax.core``):
+
+* ``S = logdet(G_A + delta I)`` and ``logdet(G_A + (beta + delta) I)`` from **one** (optionally
+  deflated) SLQ run on ``G_A + delta I`` (Krylov spaces are shift-invariant: the second is the
+  same quadrature with nodes shifted by ``beta``); ``u_cov = S - m log n_A``,
+  ``g_kf = logdet(G_A + (beta+delta) I) - m log(beta + delta)``, ``lower = S``, ``upper``;
+* the Theorem-3 band ``z sd(q) sqrt(1/n_A - 1/n_total)`` and the second-order ``bias`` from
+  ``q_i = n_A v_i^T (G_A + delta I)^{-1} v_i`` on ``band_rows`` randomly chosen subset rows, each
+  solved by block conjugate gradients (rows as probes, ``cg_iters`` iterations);
+* extra fields: ``stderr`` (standard error of ``S``, hence of ``u_cov``), ``stderr_upper`` (of
+  ``upper`` and ``g_kf``), ``num_matvecs`` and ``cg_residual`` (max relative CG residual).
+
+Cost: ``num_probes * num_steps + (power_iters + 2)(deflate + oversample)`` products with ``G_A``
+(each ``O(n_A m)``) plus up to ``cg_iters`` block products of ``band_rows`` rows for the band (conjugate gradients
+preconditioned by the deflation subspace) (only when ``n_A < n_total``), against ``O(n_A m^2 + m^3)``
+for the exact path.  The measured crossover is in ``experiments/bench_estimators.py``
+(``AUTO_CROSSOVER_M`` below).
+
+Subset: ``subset`` (None | int n_A | indices) is resolved exactly as in ``sigma_jax.sigma`` with
+``key``, so the same key gives the same observed rows; probes use ``fold_in(key, 1)``.
+
+Example:
+    >>> emb = jax.random.normal(jax.random.key(0), (3000, 256))
+    >>> rep = sigma_stochastic(jax.random.key(1), emb, subset=2000)
+    >>> float(rep.u_cov), float(rep.stderr)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from sigma_jax import _checks, gram
+from sigma_jax._x64 import f64, x64
+from sigma_jax.estimators import _base
+from sigma_jax.estimators.krylov import lanczos, ritz
+from sigma_jax.estimators.slq import _samples, top_eigenspace
+
+__all__ = ["StochasticSigmaReport", "sigma_stochastic", "AUTO_CROSSOVER_M"]
+
+#: ``sigma(..., method="auto")``: use the stochastic path for ``m >= AUTO_CROSSOVER_M`` when all rows are
+#: observed (``n_A == n_total``, no Theorem-3 band to compute).  Measured on the shared 2-core CPU with
+#: n = 2m (``experiments/bench_estimators.py --crossover``): exact / stochastic(f64) / stochastic(f32)
+#: = 1.83 / 3.04 / 1.91 s at m = 2048 and 4.69 / 3.97 / 4.50 s at m = 4096.  With a band
+#: (n_A < n_total) the block-CG solves dominate and the stochastic path was slower at every measured m
+#: (m = 4096: 14.0 s exact vs 27.6 s f32 / 78.5 s f64), so "auto" should stay exact there.
+AUTO_CROSSOVER_M = 4096
+
+
+class StochasticSigmaReport(NamedTuple):
+    """:class:`sigma_jax.core.SigmaReport` fields plus the estimator's uncertainty and cost."""
+
+    logdet: jax.Array
+    u_cov: jax.Array
+    g_kf: jax.Array
+    lower: jax.Array
+    upper: jax.Array
+    ci_halfwidth: jax.Array
+    bias: jax.Array
+    sd_q: jax.Array
+    beta: jax.Array
+    n_sub: jax.Array
+    n_total: jax.Array
+    dim: jax.Array
+    delta: jax.Array
+    rho: jax.Array
+    level: jax.Array
+    stderr: jax.Array
+    stderr_upper: jax.Array
+    num_matvecs: jax.Array
+    cg_residual: jax.Array
+
+    @property
+    def u_cov_interval(self):
+        return self.u_cov - self.ci_halfwidth, self.u_cov + self.ci_halfwidth
+
+    @property
+    def logdet_ci(self):
+        """Interval for ``S`` from the estimator's own error (t quantile approximated by z)."""
+        z = _base.t_quantile(0.5 + float(self.level) / 2.0, 10**6)
+        return self.logdet - z * self.stderr, self.logdet + z * self.stderr
+
+
+def _block_cg(mm, b, iters: int, tol: float, precond=None):
+    """Solve ``X A = B`` for rows (A SPD) by (preconditioned) CG until every relative residual <= tol
+    or ``iters`` steps.  ``precond(R) ~ R A^{-1}`` (SPD).  Returns (X, max relative residual, iterations)."""
+    apply_m = (lambda r: r) if precond is None else precond
+    x = jnp.zeros_like(b)
+    b2 = jnp.maximum(jnp.sum(b * b, axis=1), jnp.finfo(b.dtype).tiny)
+    z = apply_m(b)
+    rz = jnp.sum(b * z, axis=1)
+
+    def cond(c):
+        i, x, r, p, rz = c
+        return (i < iters) & (jnp.max(jnp.sum(r * r, axis=1) / b2) > tol * tol)
+
+    def body(c):
+        i, x, r, p, rz = c
+        ap = mm(p)
+        pap = jnp.sum(p * ap, axis=1)
+        alpha = jnp.where(pap > 0, rz / jnp.where(pap > 0, pap, 1.0), 0.0)
+        x = x + alpha[:, None] * p
+        r = r - alpha[:, None] * ap
+        z = apply_m(r)
+        rz_new = jnp.sum(r * z, axis=1)
+        beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
+        return i + 1, x, r, z + beta[:, None] * p, rz_new
+
+    i, x, r, p, rz = jax.lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), x, b, z, rz))
+    return x, jnp.sqrt(jnp.max(jnp.sum(r * r, axis=1) / b2)), i
+
+
+def _deflation_preconditioner(space):
+    """``R -> R/sigma + (R U^T)(1/theta - 1/sigma) U``, sigma = smallest deflated Ritz value:
+    the top of the spectrum is inverted exactly, the rest scaled (Frank & Vuik 2001 style)."""
+    u = space.vectors
+    theta = space.values.astype(u.dtype)
+    sigma = theta[-1]
+    coef = 1.0 / theta - 1.0 / sigma
+    return lambda r: r / sigma + ((r @ u.T) * coef) @ u
+
+
+def sigma_stochastic(key, embeddings, *, n_total: int | None = None, subset=None, delta: float = 1e-3,
+                     rho: float = 1.0, normalize: bool = True, level: float = 0.95, num_probes: int = 32,
+                     num_steps: int = 40, deflate: int = 16, oversample: int = 8, power_iters: int = 2,
+                     band_rows: int = 64, cg_iters: int = 300, cg_tol: float = 1e-4, dtype=jnp.float64,
+                     ridge_only: bool = False,
+                     validate: bool = True) -> StochasticSigmaReport:
+    r"""Stochastic (matrix-free) SIGMA report.
+
+    Args:
+        key: PRNG key (subset draw as in ``sigma_jax.sigma``; probes from ``fold_in(key, 1)``).
+        embeddings: (n, m) float array.
+        n_total, subset, delta, rho, normalize, level, ridge_only, validate: as ``sigma_jax.sigma``.
+        num_probes, num_steps: SLQ probes and Lanczos steps.
+        deflate, oversample, power_iters: top-eigenspace deflation (0 disables).
+        band_rows: subset rows whose ``q_i`` are solved for the band (``min(band_rows, n_A)``).
+        cg_iters, cg_tol: block-CG cap and relative-residual tolerance for those solves.
+        dtype: probe / matvec dtype (float64 default: ``G_A + delta I`` is badly conditioned for
+            collapsed embeddings; float32 halves the cost and is fine for healthy ones).
+
+    Returns:
+        :class:`StochasticSigmaReport`.
+    """
+    from sigma_jax import core  # local: core imports nothing from here
+
+    embeddings = _checks.check_float_array(embeddings, "embeddings")
+    core._check_scalars(delta, rho, level)
+    _base.check_counts(num_probes=num_probes, num_steps=num_steps, band_rows=band_rows, cg_iters=cg_iters)
+    n, m = embeddings.shape
+    n_total = n if n_total is None else int(n_total)
+    if n_total < n:
+        raise ValueError(f"`n_total`={n_total} is smaller than the number of rows n={n}.")
+    idx = core.resolve_subset(subset, n, key)
+    n_sub = n if idx is None else int(idx.shape[0])
+    if n_sub <= m and not ridge_only:
+        raise ValueError(f"SIGMA needs more observed rows than dimensions (n_A={n_sub} <= m={m}): pass more rows or "
+                         f"a larger `subset`, or opt in with `ridge_only=True`.")
+    if num_steps > m - deflate:
+        raise ValueError(f"`num_steps`={num_steps} must be <= m - deflate = {m - deflate}.")
+    if validate and _checks.is_concrete(embeddings):
+        _checks.check_embeddings(embeddings if idx is None else jnp.asarray(embeddings)[jnp.asarray(idx)],
+                                 "embeddings", normalize=normalize, rho=rho)
+    rows = jnp.asarray(embeddings) if idx is None else jnp.asarray(embeddings)[jnp.asarray(idx)]
+    with x64():
+        return _sigma_stochastic(jax.random.fold_in(key, 1), rows, n_total=n_total, delta=float(delta),
+                                 rho=float(rho), normalize=normalize, level=float(level), num_probes=num_probes,
+                                 num_steps=num_steps, deflate=deflate, oversample=oversample,
+                                 power_iters=power_iters, band_rows=min(band_rows, n_sub), cg_iters=cg_iters,
+                                 cg_tol=float(cg_tol),
+                                 dtype=jnp.dtype(dtype))
+
+
+def _sigma_stochastic_impl(key, rows, *, n_total, delta, rho, normalize, level, num_probes, num_steps, deflate,
+                           oversample, power_iters, band_rows, cg_iters, cg_tol, dtype):
+    n_sub, m = rows.shape
+    beta = float(n_total - n_sub) * rho
+    op = gram.gram_operator(rows.astype(dtype), ridge=delta, normalize=normalize)
+    op = gram.GramOperator(op.embeddings, op.row_scale, jnp.asarray(delta, dtype), op.side)
+    mm = op.matmat_rows
+    k_defl, k_probe, k_band = jax.random.split(key, 3)
+    space = top_eigenspace(k_defl, op, deflate, oversample=oversample, power_iters=power_iters,
+                           dtype=dtype) if deflate else None
+    z = _base.sample_probes(k_probe, num_probes, m, "rademacher", dtype)
+    tri = lanczos(mm, z, num_steps, deflation=None if space is None else space.vectors)
+    nodes, weights = ritz(tri)
+    rv = space.values if space is not None else jnp.zeros((0,), jnp.float64)
+    log = lambda x: jnp.log(jnp.maximum(x, jnp.finfo(jnp.float64).tiny))  # noqa: E731
+    x = _samples(nodes, weights, (log, lambda t: log(t + beta)))
+    offsets = jnp.stack([jnp.sum(log(rv)), jnp.sum(log(rv + beta))])
+    s_est = _base.estimate_from_samples(x[:, :1], offsets[:1], lambda mu, a: mu[0], level, 0)
+    up_est = _base.estimate_from_samples(x[:, 1:], offsets[1:], lambda mu, a: mu[0], level, 0)
+    s, upper = s_est.value, up_est.value
+    u_cov = s - m * math.log(n_sub)
+    g_kf = upper - m * math.log(beta + delta)
+    frac = 1.0 / n_sub - 1.0 / n_total
+    z95 = _base.t_quantile(0.5 + level / 2.0, 10**9)
+    if n_sub == n_total:
+        sd_q = hw = bias = jnp.zeros((), jnp.float64)
+        cg_res = jnp.zeros((), jnp.float64)
+        mv_band = jnp.zeros((), jnp.int32)
+    else:
+        pick = jax.random.choice(k_band, n_sub, (band_rows,), replace=False)
+        v = f64(rows[pick])
+        if normalize:
+            v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
+        v = v.astype(dtype)
+        sol, cg_res, used = _block_cg(mm, v, cg_iters, cg_tol,
+                                       None if space is None else _deflation_preconditioner(space))
+        q = n_sub * jnp.sum(f64(sol) * f64(v), axis=1)
+        sd_q = jnp.std(q, ddof=1)
+        hw = z95 * sd_q * math.sqrt(frac)
+        bias = -0.5 * frac * (jnp.mean(q * q) - 2.0 * jnp.mean(q) + m)
+        mv_band = used * band_rows
+    mv = num_probes * num_steps + (space.num_matvecs if space is not None else 0) + mv_band
+    c = lambda val, dt=jnp.float64: jnp.asarray(val, dt)  # noqa: E731
+    return StochasticSigmaReport(
+        logdet=s, u_cov=u_cov, g_kf=g_kf, lower=s, upper=upper, ci_halfwidth=hw, bias=bias, sd_q=sd_q,
+        beta=c(beta), n_sub=c(n_sub, jnp.int32), n_total=c(n_total, jnp.int32), dim=c(m, jnp.int32),
+        delta=c(delta), rho=c(rho), level=c(level), stderr=s_est.stderr, stderr_upper=up_est.stderr,
+        num_matvecs=c(mv, jnp.int32), cg_residual=f64(cg_res))
+
+
+_sigma_stochastic = jax.jit(_sigma_stochastic_impl, static_argnames=(
+    "n_total", "delta", "rho", "normalize", "level", "num_probes", "num_steps", "deflate", "oversample",
+    "power_iters", "band_rows", "cg_iters", "cg_tol", "dtype"))
