@@ -18,7 +18,15 @@ __all__ = ["add_collapse_parser", "run_collapse", "config_from_args"]
 
 
 def add_collapse_parser(subparsers) -> argparse.ArgumentParser:
-    """Register the ``collapse`` sub-command on an ``argparse`` sub-parser set."""
+    """Register the ``collapse`` sub-command on an ``argparse`` sub-parser set.
+
+    Example:
+        >>> parser = argparse.ArgumentParser(prog="sigma-jax")
+        >>> _ = add_collapse_parser(parser.add_subparsers(dest="command"))
+        >>> args = parser.parse_args(["collapse", "--preset", "smoke", "--temperature", "0.7", "1.0"])
+        >>> args.command, args.preset, args.temperature, args.resume
+        ('collapse', 'smoke', [0.7, 1.0], False)
+    """
     p = subparsers.add_parser("collapse", help="recursive LM training (model collapse) measured by SIGMA",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="small", choices=("smoke", "small", "paper"))
@@ -38,6 +46,17 @@ def add_collapse_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def config_from_args(args):
+    """The :class:`~sigma_jax.collapse.presets.CollapseConfig` of parsed ``collapse`` arguments:
+    the preset with the options given on the command line replaced (strategies are validated).
+
+    Example:
+        >>> parser = argparse.ArgumentParser(prog="sigma-jax")
+        >>> _ = add_collapse_parser(parser.add_subparsers(dest="command"))
+        >>> cfg = config_from_args(parser.parse_args(["collapse", "--preset", "smoke", "--seeds", "0", "1",
+        ...                                           "--strategy", "mix:0.1"]))
+        >>> cfg.name, cfg.seeds, cfg.strategies, cfg.generations
+        ('smoke', (0, 1), ('mix:0.1',), 3)
+    """
     from sigma_jax.collapse.presets import get_preset
     from sigma_jax.collapse.strategies import Strategy
 
@@ -57,7 +76,22 @@ def config_from_args(args):
 
 
 def run_collapse(args) -> int:
-    """Run the experiment described by ``args``; prints the report path and a summary."""
+    """Run the experiment described by ``args``; prints the report path and a summary.
+
+    Returns the exit code: 0, or 2 when ``--out`` already holds a run (without ``--resume``)
+    or a resumed run's config differs.
+
+    Example (a whole run takes minutes; shown here: an existing run is never overwritten):
+        >>> import os, shutil, tempfile
+        >>> parser = argparse.ArgumentParser(prog="sigma-jax")
+        >>> _ = add_collapse_parser(parser.add_subparsers(dest="command"))
+        >>> out = tempfile.mkdtemp()
+        >>> _ = open(os.path.join(out, "config.json"), "w").write("{}")   # a run already lives here
+        >>> run_collapse(parser.parse_args(["collapse", "--preset", "smoke", "--out", out, "--no-progress"]))
+        collapse: preset smoke, ...
+        2
+        >>> shutil.rmtree(out)
+    """
     from sigma_jax.collapse.pipeline import run_experiment
     from sigma_jax.collapse.report import write_report
 

@@ -88,6 +88,15 @@ def training_mix(key, strategy, generation: int, sources: Sequence[Sequence[str]
       (with replacement only if a source is too small); windows uniform over it.
 
     Generation 0 is the real set.  Lines are drawn with ``key``.
+
+    Example:
+        >>> sources = [["real 1", "real 2", "real 3"], ["synth 1", "synth 2"]]   # real, generation-0 output
+        >>> mix = training_mix(None, "replace", 1, sources)
+        >>> mix.lines, mix.weights.tolist()
+        ([[], ['synth 1', 'synth 2']], [0.0, 1.0])
+        >>> mix = training_mix(None, "accumulate:equal", 1, sources)
+        >>> mix.counts.tolist(), mix.weights.tolist()
+        ([3, 2], [0.5, 0.5])
     """
     s = Strategy.parse(strategy)
     g = int(generation)
@@ -151,7 +160,12 @@ def _stream_prompts(key, arrays: list, weights, n: int, plen: int, nl: int) -> n
 
 def cut_streams(texts: Sequence[str]) -> list:
     """Complete lines of sampled streams: everything after a stream's last newline is
-    dropped (a stream without any newline is kept whole); empty lines are dropped."""
+    dropped (a stream without any newline is kept whole); empty lines are dropped.
+
+    Example:
+        >>> cut_streams(["a\\n\\nb\\npartial li", "no newline"])
+        ['a', 'b', 'no newline']
+    """
     out = []
     for t in texts:
         if "\n" in t:
@@ -208,7 +222,16 @@ class LMEncoder:
 
 
 def make_encoder(kind: str, graphdef=None, params=None, tokenizer=None, model_cfg=None):
-    """``"minilm"`` (needs the optional extra), ``"lm"`` (generation-0 LM) or ``"auto"``."""
+    """``"minilm"`` (needs the optional extra), ``"lm"`` (generation-0 LM) or ``"auto"``.
+
+    Example:
+        >>> from sigma_jax.lm.model import ModelConfig
+        >>> cfg = ModelConfig(n_layers=1, d_model=32, n_heads=2, block_size=16)
+        >>> graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+        >>> enc = make_encoder("lm", graphdef, params, CharTokenizer(), cfg)
+        >>> enc.name, enc.dim, enc.encode(["In the beginning"], batch_size=8).shape
+        ('lm-gen0-meanpool', 32, (1, 32))
+    """
     if kind in ("minilm", "auto"):
         try:
             from sigma_jax.encoders import MiniLMEncoder
@@ -234,7 +257,13 @@ def _encoder_config(enc) -> dict:
 
 def lexical_stats(texts: Sequence[str]) -> dict:
     """Word-level distinct-n (unique / total n-grams pooled over texts, n = 1..3), word
-    unigram entropy (bits), mean newlines and characters per text."""
+    unigram entropy (bits), mean newlines and characters per text.
+
+    Example:
+        >>> s = lexical_stats(["the cat sat", "the cat ran"])
+        >>> round(s["distinct_1"], 4), s["distinct_2"], s["distinct_3"], s["chars_per_text"]
+        (0.6667, 0.75, 1.0, 11.0)
+    """
     out = {}
     words = [t.split() for t in texts]
     for n in (1, 2, 3):
@@ -283,6 +312,15 @@ def measure(*, texts: Sequence[str], emb: np.ndarray, subset_idx, delta: float, 
     minus their mean), eigenvalue convention exp(H); held-out ``bpc``; lexical stats;
     per-text NLL under generation 0 (bits/char): mean, quantiles and a histogram on
     ``NLL_BINS`` (last bin open-ended).
+
+    Example:
+        >>> emb = np.asarray(jax.random.normal(jax.random.key(0), (24, 4)))
+        >>> m = measure(texts=["a b c"] * 24, emb=emb, subset_idx=np.arange(16), delta=1e-3,
+        ...             nll_bits=np.full(24, 2.0), bpc=2.5)
+        >>> m["sigma_sub"]["n_sub"], m["sigma_full"]["n_sub"], m["bpc_heldout"], m["nll_gen0_bits"]["p50"]
+        (16, 24, 2.5, 2.0)
+        >>> bool(1.0 <= m["eff_rank_centred"] <= 4.0)
+        True
     """
     out = {"sigma_sub": _sigma_dict(emb, subset_idx, delta), "sigma_full": _sigma_dict(emb, None, delta)}
     out.update(_spectral(emb))
@@ -309,7 +347,18 @@ def _atomic_write(path: str, text: str) -> None:
 
 
 def read_metrics(path: str) -> list:
-    """Lines of a ``metrics.jsonl`` (generation order)."""
+    """Lines of a ``metrics.jsonl`` (generation order).
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "metrics.jsonl")
+        >>> read_metrics(path)                            # no file yet
+        []
+        >>> _ = open(path, "w").write('{"generation": 0}\\n{"generation": 1}\\n')
+        >>> [r["generation"] for r in read_metrics(path)]
+        [0, 1]
+        >>> shutil.rmtree(os.path.dirname(path))
+    """
     if not os.path.exists(path):
         return []
     with open(path, encoding="utf-8") as fh:
@@ -357,6 +406,12 @@ def _fmt_t(t: float) -> str:
 
 
 def arm_name(strategy: str, temperature: float, seed: int) -> str:
+    """Folder name of one arm: strategy (``:`` becomes ``-``), temperature and seed.
+
+    Example:
+        >>> arm_name("accumulate:equal", 0.7, 0), arm_name("replace", 1.0, 2)
+        ('accumulate-equal_T0.7_s0', 'replace_T1_s2')
+    """
     return f"{Strategy.parse(strategy).name}{'-' + strategy.split(':', 1)[1] if ':' in strategy else ''}" \
            f"_T{_fmt_t(temperature)}_s{seed}"
 
@@ -383,6 +438,17 @@ def run_experiment(cfg: CollapseConfig, out_dir: str, *, resume: bool = False, p
     """Run (or resume) every arm x seed of ``cfg`` into ``out_dir``; returns ``{arm: [metrics rows]}``.
 
     ``stop_after``: finish generations 0..stop_after and return (simulates an interruption).
+
+    Example (a whole run takes minutes; shown here: an existing run is never overwritten):
+        >>> import tempfile
+        >>> from sigma_jax.collapse.presets import get_preset
+        >>> out = tempfile.mkdtemp()
+        >>> _ = open(os.path.join(out, "config.json"), "w").write("{}")   # a run already lives here
+        >>> run_experiment(get_preset("smoke"), out)
+        Traceback (most recent call last):
+        ...
+        FileExistsError: ... already holds a run; pass resume=True (--resume) or another --out.
+        >>> shutil.rmtree(out)
     """
     log = log or (lambda s: None)
     os.makedirs(out_dir, exist_ok=True)

@@ -128,7 +128,14 @@ PRESETS = {
 
 
 def get_preset(name: str, **overrides) -> CollapseConfig:
-    """A preset by name, with fields replaced by ``overrides`` (e.g. ``strategies=("mix:0.1",)``)."""
+    """A preset by name, with fields replaced by ``overrides`` (e.g. ``strategies=("mix:0.1",)``).
+
+    Example:
+        >>> get_preset("smoke").generations, get_preset("smoke").model.d_model
+        (3, 32)
+        >>> get_preset("small", strategies=("mix:0.1",), seeds=(0, 1)).strategies
+        ('mix:0.1',)
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
     return dataclasses.replace(PRESETS[name], **overrides)

@@ -24,7 +24,24 @@ __all__ = ["load_results", "plot_results", "markdown_report", "write_report"]
 
 
 def load_results(out_dir: str) -> dict:
-    """``{arm: [rows]}`` from ``out_dir/*/metrics.jsonl``."""
+    """``{arm: [rows]}`` from ``out_dir/*/metrics.jsonl``.
+
+    Example:
+        >>> def row(g, du):                       # the fields the report reads from a metrics row
+        ...     return {"generation": g, "sigma_sub": {"u_cov": -80.0 + du, "ci_halfwidth": 2.0}, "dU": du,
+        ...             "band": 2.0, "null_spread": 1.0, "below_band": du < -2.0, "above_band": du > 2.0,
+        ...             "bpc_heldout": 2.5, "distinct_2": 0.9, "eff_rank_centred": 30.0, "eff_rank_uncentred": 5.0,
+        ...             "nll_gen0_bits": {"mean": 2.4, "p99": 4.0, "hist": [0] * 9 + [8] + [0] * 22}}
+        >>> import tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> os.makedirs(os.path.join(out, "replace_T0.7_s0"))
+        >>> with open(os.path.join(out, "replace_T0.7_s0", "metrics.jsonl"), "w") as fh:
+        ...     _ = fh.write(json.dumps(row(0, 0.0)) + "\\n" + json.dumps(row(1, -5.0)) + "\\n")
+        >>> res = load_results(out)
+        >>> list(res), [r["generation"] for r in res["replace_T0.7_s0"]]
+        (['replace_T0.7_s0'], [0, 1])
+        >>> import shutil; shutil.rmtree(out)
+    """
     res = {}
     for p in sorted(glob.glob(os.path.join(out_dir, "*", "metrics.jsonl"))):
         rows = read_metrics(p)
@@ -34,7 +51,21 @@ def load_results(out_dir: str) -> dict:
 
 
 def plot_results(results: dict, out_dir: str) -> list:
-    """Write the two figures; returns their paths."""
+    """Write the two figures; returns their paths.
+
+    Example:
+        >>> def row(g, du):                       # the fields the report reads from a metrics row
+        ...     return {"generation": g, "sigma_sub": {"u_cov": -80.0 + du, "ci_halfwidth": 2.0}, "dU": du,
+        ...             "band": 2.0, "null_spread": 1.0, "below_band": du < -2.0, "above_band": du > 2.0,
+        ...             "bpc_heldout": 2.5, "distinct_2": 0.9, "eff_rank_centred": 30.0, "eff_rank_uncentred": 5.0,
+        ...             "nll_gen0_bits": {"mean": 2.4, "p99": 4.0, "hist": [0] * 9 + [8] + [0] * 22}}
+        >>> import tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> paths = plot_results({"replace_T0.7_s0": [row(0, 0.0), row(1, -5.0)]}, out)
+        >>> [os.path.basename(p) for p in paths]
+        ['collapse_curves.png', 'tail_histograms.png']
+        >>> import shutil; shutil.rmtree(out)
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -94,7 +125,22 @@ def plot_results(results: dict, out_dir: str) -> list:
 
 
 def markdown_report(results: dict, config: dict | None = None, figures: list | None = None) -> str:
-    """A per-arm table of the main numbers and a one-line verdict per arm."""
+    """A per-arm table of the main numbers and a one-line verdict per arm.
+
+    Example:
+        >>> def row(g, du):                       # the fields the report reads from a metrics row
+        ...     return {"generation": g, "sigma_sub": {"u_cov": -80.0 + du, "ci_halfwidth": 2.0}, "dU": du,
+        ...             "band": 2.0, "null_spread": 1.0, "below_band": du < -2.0, "above_band": du > 2.0,
+        ...             "bpc_heldout": 2.5, "distinct_2": 0.9, "eff_rank_centred": 30.0, "eff_rank_uncentred": 5.0,
+        ...             "nll_gen0_bits": {"mean": 2.4, "p99": 4.0, "hist": [0] * 9 + [8] + [0] * 22}}
+        >>> md = markdown_report({"replace_T0.7_s0": [row(0, 0.0), row(1, -5.0)]})
+        >>> md.splitlines()[0]
+        '# Model-collapse run'
+        >>> print([ln for ln in md.splitlines() if ln.startswith("| 1 ")][0])
+        | 1 | -85.0 ± 2.0 | -5.0 | 1.0 | below | 2.500 | 0.900 | 30.0 / 5.00 | 2.40 / 4.00 |
+        >>> "first at generation 1" in md
+        True
+    """
     lines = ["# Model-collapse run", ""]
     if config:
         exp = config.get("experiment", config)
@@ -129,7 +175,24 @@ def markdown_report(results: dict, config: dict | None = None, figures: list | N
 
 
 def write_report(out_dir: str) -> tuple[str, list]:
-    """Plots + ``report.md`` for the run in ``out_dir``; returns (report path, figure paths)."""
+    """Plots + ``report.md`` for the run in ``out_dir``; returns (report path, figure paths).
+
+    Example:
+        >>> def row(g, du):                       # the fields the report reads from a metrics row
+        ...     return {"generation": g, "sigma_sub": {"u_cov": -80.0 + du, "ci_halfwidth": 2.0}, "dU": du,
+        ...             "band": 2.0, "null_spread": 1.0, "below_band": du < -2.0, "above_band": du > 2.0,
+        ...             "bpc_heldout": 2.5, "distinct_2": 0.9, "eff_rank_centred": 30.0, "eff_rank_uncentred": 5.0,
+        ...             "nll_gen0_bits": {"mean": 2.4, "p99": 4.0, "hist": [0] * 9 + [8] + [0] * 22}}
+        >>> import tempfile
+        >>> out = tempfile.mkdtemp()
+        >>> os.makedirs(os.path.join(out, "replace_T0.7_s0"))
+        >>> with open(os.path.join(out, "replace_T0.7_s0", "metrics.jsonl"), "w") as fh:
+        ...     _ = fh.write(json.dumps(row(0, 0.0)) + "\\n" + json.dumps(row(1, -5.0)) + "\\n")
+        >>> path, figs = write_report(out)
+        >>> os.path.basename(path), len(figs)
+        ('report.md', 2)
+        >>> import shutil; shutil.rmtree(out)
+    """
     results = load_results(out_dir)
     if not results:
         raise ValueError(f"no metrics.jsonl under {out_dir!r}.")

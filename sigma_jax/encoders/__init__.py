@@ -45,6 +45,15 @@ def encoder_config(encoder: Encoder) -> dict[str, Any]:
     Uses the encoder's own ``encoder_config()`` when it has one (``MiniLMEncoder``
     records model, package version and a SHA-256 of the weights); otherwise records
     ``class``, ``name`` and ``dim``.
+
+    Example:
+        >>> class Hash:                       # any object with name, dim and encode(texts)
+        ...     name, dim = "hash", 4
+        ...     def encode(self, texts, batch_size=64, progress=False):
+        ...         return np.ones((len(texts), 4), np.float32) / 2
+        >>> cfg = encoder_config(Hash())
+        >>> cfg["name"], cfg["dim"], cfg["class"].endswith("Hash")
+        ('hash', 4, True)
     """
     if hasattr(encoder, "encoder_config"):
         cfg = dict(encoder.encoder_config())

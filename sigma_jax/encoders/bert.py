@@ -78,6 +78,28 @@ def load_params(path: str | Path, config: BertConfig) -> dict[str, Any]:
     leading axis of length ``config.num_layers``.  Accepts keys with or without a
     ``bert.`` prefix.  Raises ``KeyError`` naming a missing tensor, ``ValueError`` on a
     shape that disagrees with ``config``.
+
+    Example:
+        >>> import os, tempfile
+        >>> from safetensors.numpy import save_file
+        >>> cfg = BertConfig(vocab_size=10, hidden_size=4, num_layers=1, num_heads=2, intermediate_size=8,
+        ...                  max_position=8)
+        >>> hf = {"embeddings.word_embeddings.weight": (10, 4), "embeddings.position_embeddings.weight": (8, 4),
+        ...       "embeddings.token_type_embeddings.weight": (2, 4), "embeddings.LayerNorm.weight": (4,),
+        ...       "embeddings.LayerNorm.bias": (4,)}
+        >>> for name, (o, i) in {"attention.self.query": (4, 4), "attention.self.key": (4, 4),
+        ...                      "attention.self.value": (4, 4), "attention.output.dense": (4, 4),
+        ...                      "intermediate.dense": (8, 4), "output.dense": (4, 8)}.items():
+        ...     hf[f"encoder.layer.0.{name}.weight"], hf[f"encoder.layer.0.{name}.bias"] = (o, i), (o,)
+        >>> for name in ("attention.output.LayerNorm", "output.LayerNorm"):
+        ...     hf[f"encoder.layer.0.{name}.weight"] = hf[f"encoder.layer.0.{name}.bias"] = (4,)
+        >>> tmp = tempfile.mkdtemp()
+        >>> path = os.path.join(tmp, "model.safetensors")
+        >>> save_file({k: np.zeros(s, np.float32) for k, s in hf.items()}, path)
+        >>> params = load_params(path, cfg)
+        >>> params["embeddings"]["word"].shape, params["layers"]["wi"].shape   # (layers, in, out)
+        ((10, 4), (1, 4, 8))
+        >>> import shutil; shutil.rmtree(tmp)
     """
     from safetensors.numpy import load_file
 
@@ -142,6 +164,20 @@ def hidden_states(params, ids, mask, *, num_heads: int, eps: float):
     ``mask`` is 1 for real tokens and 0 for padding; padded keys get a bias of the
     float32 minimum (as Hugging Face does), so real tokens never attend to padding.
     ``L`` must not exceed the number of position embeddings.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> H, I = 4, 8                                  # a 1-layer, 2-head toy BERT
+        >>> shapes = {"embeddings": {"word": (10, H), "position": (8, H), "token_type": (2, H),
+        ...                          "ln_scale": (H,), "ln_bias": (H,)},
+        ...           "layers": {**{k: (1, H, H) for k in ("wq", "wk", "wv", "wo")}, "wi": (1, H, I), "bi": (1, I),
+        ...                      "wf": (1, I, H), **{k: (1, H) for k in ("bq", "bk", "bv", "bo", "bf", "ln1_scale",
+        ...                                                              "ln1_bias", "ln2_scale", "ln2_bias")}}}
+        >>> params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s), jnp.float32), shapes,
+        ...                       is_leaf=lambda x: isinstance(x, tuple))
+        >>> ids, mask = jnp.array([[1, 5, 7, 2, 0]]), jnp.array([[1, 1, 1, 1, 0]])
+        >>> hidden_states(params, ids, mask, num_heads=2, eps=1e-12).shape
+        (1, 5, 4)
     """
     emb = params["embeddings"]
     L = ids.shape[1]
@@ -176,6 +212,11 @@ def mean_pool_normalize(hidden, mask):
 
     Matches sentence-transformers' ``Pooling(mean)`` (token count clamped at 1e-9) and
     ``Normalize`` (norm clamped at 1e-12); an all-padding row maps to the zero vector.
+
+    Example:
+        >>> hidden = jnp.array([[[3.0, 0.0], [0.0, 4.0], [9.0, 9.0]]])     # (B=1, L=3, H=2)
+        >>> np.round(np.asarray(mean_pool_normalize(hidden, jnp.array([[1, 1, 0]])), np.float64), 4).tolist()
+        [[0.6, 0.8]]
     """
     m = mask.astype(hidden.dtype)[..., None]
     summed = jnp.sum(hidden * m, axis=1)
@@ -186,7 +227,23 @@ def mean_pool_normalize(hidden, mask):
 
 
 def embed(params, ids, mask, *, num_heads: int, eps: float):
-    """Sentence embeddings (B, H): BERT hidden states, masked mean pooling, L2 normalisation."""
+    """Sentence embeddings (B, H): BERT hidden states, masked mean pooling, L2 normalisation.
+
+    Example:
+        >>> rng = np.random.default_rng(0)
+        >>> H, I = 4, 8                                  # a 1-layer, 2-head toy BERT
+        >>> shapes = {"embeddings": {"word": (10, H), "position": (8, H), "token_type": (2, H),
+        ...                          "ln_scale": (H,), "ln_bias": (H,)},
+        ...           "layers": {**{k: (1, H, H) for k in ("wq", "wk", "wv", "wo")}, "wi": (1, H, I), "bi": (1, I),
+        ...                      "wf": (1, I, H), **{k: (1, H) for k in ("bq", "bk", "bv", "bo", "bf", "ln1_scale",
+        ...                                                              "ln1_bias", "ln2_scale", "ln2_bias")}}}
+        >>> params = jax.tree.map(lambda s: jnp.asarray(rng.normal(size=s), jnp.float32), shapes,
+        ...                       is_leaf=lambda x: isinstance(x, tuple))
+        >>> ids, mask = jnp.array([[1, 5, 7, 2, 0]]), jnp.array([[1, 1, 1, 1, 0]])
+        >>> e = embed(params, ids, mask, num_heads=2, eps=1e-12)
+        >>> e.shape, round(float(jnp.linalg.norm(e[0])), 4)
+        ((1, 4), 1.0)
+    """
     return mean_pool_normalize(hidden_states(params, ids, mask, num_heads=num_heads, eps=eps), mask)
 
 

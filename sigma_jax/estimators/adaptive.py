@@ -15,6 +15,7 @@ final CI slightly anti-conservative in theory (optional stopping); the coverage
 study in ``experiments/coverage_estimators.py`` measures it.
 
 Example:
+    >>> from sigma_jax.estimators.slq import logdet
     >>> est = adaptive_slq(logdet(), block_probes=8, num_steps=20, rtol=1e-3, max_probes=256)
     >>> # e = jax.jit(est)(key, op); int(e.num_probes) is the number actually used
 """
@@ -50,6 +51,14 @@ def adaptive_slq(quantity: Quantity, block_probes: int, num_steps: int, *, rtol:
         max_probes: hard cap (rounded up to a whole block).
         deflate, oversample, power_iters, sampler, dtype, level, shift, exact_trace: as
             :func:`~sigma_jax.estimators.slq.slq_estimator`.
+
+    Example:
+        >>> from sigma_jax.estimators.slq import logdet
+        >>> A = jnp.diag(jnp.array([1.0, 2.0, 3.0, 4.0]))
+        >>> est = adaptive_slq(logdet(), block_probes=2, num_steps=4, rtol=1e-3, max_probes=16)
+        >>> e = jax.jit(est)(jax.random.key(0), A)
+        >>> round(float(e.value), 4), int(e.num_probes)   # zero variance here: stops at min_probes = 4
+        (3.1781, 4)
     """
     _base.check_counts(block_probes=block_probes, num_steps=num_steps, max_probes=max_probes)
     level = _base.level_check(level)
@@ -118,10 +127,3 @@ def adaptive_slq(quantity: Quantity, block_probes: int, num_steps: int, *, rtol:
 
     return estimate
 
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False

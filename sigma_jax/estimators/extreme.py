@@ -27,13 +27,16 @@ Floating point: Ritz values carry an error of about ``eps * ||A||``; brackets ar
 ``safety = 32 * eps * sqrt(s) * bound`` on each side.
 
 Example:
+    >>> from sigma_jax import gram
     >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (400, 30)), ridge=1e-3)
-    >>> br = eigen_brackets(20)(jax.random.key(1), op)
+    >>> br = jax.jit(eigen_brackets(20))(jax.random.key(1), op)
     >>> bool(br.max_low <= br.max_high)
     True
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from typing import Callable, NamedTuple
 
@@ -106,6 +109,14 @@ def eigen_brackets(num_steps: int, num_probes: int = 4, *, psd: bool = True, pow
             with ``psd=False`` the brackets use +-inf where nothing is guaranteed).
         power_steps: power steps for the Collatz-Wielandt bound (GramOperator only).
         dtype: probe / matvec dtype.
+
+    Example:
+        >>> A = jnp.diag(jnp.array([1.0, 2.0, 3.0, 4.0]))
+        >>> br = jax.jit(eigen_brackets(4, num_probes=2))(jax.random.key(0), A)
+        >>> float(br.max_low) <= 4.0 <= float(br.max_high), float(br.min_low) <= 1.0 <= float(br.min_high)
+        (True, True)
+        >>> round(float(br.ritz_max), 3), int(br.num_matvecs)
+        (4.0, 8)
     """
     _base.check_counts(num_steps=num_steps, num_probes=num_probes)
 
@@ -113,7 +124,7 @@ def eigen_brackets(num_steps: int, num_probes: int = 4, *, psd: bool = True, pow
         d = _base.operator_dim(operator)
         if num_steps > d:
             raise ValueError(f"`num_steps`={num_steps} exceeds the operator size d={d}.")
-        with x64() if jnp.dtype(dtype) == jnp.float64 else _Null():
+        with x64() if jnp.dtype(dtype) == jnp.float64 else contextlib.nullcontext():
             z = _base.sample_probes(key, num_probes, d, "normal", dtype)
             tri = lanczos(_base.matmat_rows(operator), z, num_steps)
             tr = _base.operator_trace(operator)
@@ -144,10 +155,3 @@ def eigen_brackets(num_steps: int, num_probes: int = 4, *, psd: bool = True, pow
 
     return brackets
 
-
-class _Null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False

@@ -117,6 +117,13 @@ def kernel_operator(points, *, kind: str = "cosine", gamma: float = 1.0, scale: 
         scale: factor on K; default ``1/n`` (the Vendi normalisation, ``tr = 1``).
         ridge: diagonal shift.
         block_rows: rows of K per block inside products.
+
+    Example:
+        >>> kop = kernel_operator(jnp.array([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]]))   # cosine, scale 1/n
+        >>> kop.shape, round(float(kop.trace()), 4)
+        ((3, 3), 1.0)
+        >>> np.round(3 * np.asarray(kop.matmat_rows(jnp.eye(3))), 4).tolist()      # n K / n = K
+        [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     """
     points = _checks.check_float_array(points, "points")
     if kind not in ("cosine", "rbf"):

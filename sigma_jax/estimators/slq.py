@@ -38,13 +38,16 @@ Lanczos error of ``f'(A) z`` (largest for ``1/(lambda + delta)`` with tiny
 ``delta``).  The gradient path runs in the operator's dtype.
 
 Example:
-    >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (500, 64)), ridge=1e-3)
-    >>> est = slq_estimator(logdet(), num_probes=32, num_steps=20)(jax.random.key(1), op)
+    >>> from sigma_jax import gram
+    >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (100, 8)), ridge=1e-3)
+    >>> est = jax.jit(slq_estimator(logdet(), num_probes=4, num_steps=6))(jax.random.key(1), op)
     >>> float(est.stderr) > 0
     True
 """
 
 from __future__ import annotations
+
+import contextlib
 
 from typing import Any, Callable, NamedTuple
 
@@ -95,13 +98,31 @@ def _pick_trace(m, tr):
 
 
 def logdet(shift: float = 0.0) -> Quantity:
-    """``log det(A + shift I) = sum log(lambda_i + shift)`` (A positive definite after the shift)."""
+    """``log det(A + shift I) = sum log(lambda_i + shift)`` (A positive definite after the shift).
+
+    Example:
+        >>> lam = jnp.array([1.0, 2.0, 3.0, 4.0])                 # eigenvalues of A
+        >>> q = logdet(1.0)
+        >>> traces = jnp.stack([jnp.sum(f(lam)) for f in q.fns])   # exact tr f_r(A); SLQ estimates these
+        >>> round(float(q.combine(traces, None)), 4)                     # log(2 * 3 * 4 * 5)
+        4.7875
+        >>> logdet(1e-3).name
+        'logdet(shift=0.001)'
+    """
     return Quantity((lambda x: _safe_log(x + shift),), (lambda x: 1.0 / (x + shift),), lambda m, tr: m[0],
                     f"logdet(shift={shift})")
 
 
 def spectral_entropy() -> Quantity:
-    """von Neumann entropy ``-sum p log p``, ``p = lambda / sum lambda`` (eigenvalues of the operator as given)."""
+    """von Neumann entropy ``-sum p log p``, ``p = lambda / sum lambda`` (eigenvalues of the operator as given).
+
+    Example:
+        >>> lam = jnp.array([1.0, 2.0, 3.0, 4.0])                 # eigenvalues of A
+        >>> q = spectral_entropy()
+        >>> traces = jnp.stack([jnp.sum(f(lam)) for f in q.fns])   # exact tr f_r(A); SLQ estimates these
+        >>> round(float(q.combine(traces, None)), 4)                   # -sum p log p, p = lam / 10
+        1.2799
+    """
     def combine(m, tr):
         t = _pick_trace(m, tr)
         return jnp.log(t) - m[1] / t
@@ -111,7 +132,17 @@ def spectral_entropy() -> Quantity:
 
 def effective_rank(convention: str = "eigenvalue") -> Quantity:
     """``exp(H)``: ``convention="eigenvalue"`` (Vendi / von Neumann) or ``"singular"`` (RankMe, eps = 0:
-    p_k = s_k / sum s with s = sqrt(lambda))."""
+    p_k = s_k / sum s with s = sqrt(lambda)).
+
+    Example:
+        >>> lam = jnp.array([1.0, 2.0, 3.0, 4.0])                 # eigenvalues of A
+        >>> q = effective_rank()
+        >>> traces = jnp.stack([jnp.sum(f(lam)) for f in q.fns])   # exact tr f_r(A); SLQ estimates these
+        >>> round(float(q.combine(traces, None)), 4)                   # exp(entropy of p = lam / 10)
+        3.5961
+        >>> effective_rank("singular").name
+        'effective_rank(singular)'
+    """
     if convention == "eigenvalue":
         ent = spectral_entropy()
         return Quantity(ent.fns, ent.dfns, lambda m, tr: jnp.exp(ent.combine(m, tr)), "effective_rank(eigenvalue)")
@@ -127,7 +158,15 @@ def effective_rank(convention: str = "eigenvalue") -> Quantity:
 
 
 def participation_ratio() -> Quantity:
-    """``(sum lambda)^2 / sum lambda^2``."""
+    """``(sum lambda)^2 / sum lambda^2``.
+
+    Example:
+        >>> lam = jnp.array([1.0, 2.0, 3.0, 4.0])                 # eigenvalues of A
+        >>> q = participation_ratio()
+        >>> traces = jnp.stack([jnp.sum(f(lam)) for f in q.fns])   # exact tr f_r(A); SLQ estimates these
+        >>> round(float(q.combine(traces, None)), 4)                   # 10^2 / 30
+        3.3333
+    """
     def combine(m, tr):
         t = _pick_trace(m, tr)
         return t * t / m[1]
@@ -136,13 +175,29 @@ def participation_ratio() -> Quantity:
 
 
 def eigencount(low: float, high: float) -> Quantity:
-    """Number of eigenvalues in ``[low, high]`` (Gauss quadrature of the indicator; not differentiable)."""
+    """Number of eigenvalues in ``[low, high]`` (Gauss quadrature of the indicator; not differentiable).
+
+    Example:
+        >>> lam = jnp.array([1.0, 2.0, 3.0, 4.0])                 # eigenvalues of A
+        >>> q = eigencount(2.5, 5.0)
+        >>> traces = jnp.stack([jnp.sum(f(lam)) for f in q.fns])   # exact tr f_r(A); SLQ estimates these
+        >>> round(float(q.combine(traces, None)), 4)
+        2.0
+    """
     return Quantity((lambda x: ((x >= low) & (x <= high)).astype(x.dtype),), (lambda x: jnp.zeros_like(x),),
                     lambda m, tr: m[0], f"eigencount[{low}, {high}]")
 
 
 def trace_function(f: Callable, df: Callable | None = None, name: str = "tr f(A)") -> Quantity:
-    """``tr f(A)`` for an elementwise jnp function ``f`` (``df`` its derivative, for gradients)."""
+    """``tr f(A)`` for an elementwise jnp function ``f`` (``df`` its derivative, for gradients).
+
+    Example:
+        >>> lam = jnp.array([1.0, 2.0, 3.0, 4.0])                 # eigenvalues of A
+        >>> q = trace_function(lambda x: x ** 2, name="tr A^2")
+        >>> traces = jnp.stack([jnp.sum(f(lam)) for f in q.fns])   # exact tr f_r(A); SLQ estimates these
+        >>> round(float(q.combine(traces, None)), 4)
+        30.0
+    """
     return Quantity((f,), (df if df is not None else jax.vmap(jax.grad(f)),), lambda m, tr: m[0], name)
 
 
@@ -175,6 +230,12 @@ def top_eigenspace(key, operator, rank: int, *, oversample: int = 8, power_iters
     """Top-``rank`` eigenpairs by randomised subspace iteration (Halko, Martinsson & Tropp 2011) + Rayleigh-Ritz.
 
     Uses ``(power_iters + 2) * (rank + oversample)`` matvecs.
+
+    Example:
+        >>> A = jnp.diag(jnp.array([1.0, 2.0, 3.0, 4.0]))
+        >>> sp = top_eigenspace(jax.random.key(0), A, 2, oversample=2)
+        >>> np.round(np.asarray(sp.values), 4).tolist(), sp.vectors.shape, sp.num_matvecs
+        ([4.0, 3.0], (2, 4), 20)
     """
     _base.check_counts(rank=rank)
     d = _base.operator_dim(operator)
@@ -265,11 +326,19 @@ def slq_quadrature(num_probes: int, num_steps: int, *, deflate: int = 0, oversam
         oversample, power_iters: randomised subspace iteration settings for the deflation.
         sampler: ``"rademacher"`` or ``"normal"``.
         dtype: dtype of probes and matvecs (float32 default; float64 runs under a local x64 context).
+
+    Example:
+        >>> A = jnp.diag(jnp.array([1.0, 2.0, 3.0, 4.0]))
+        >>> quad = jax.jit(slq_quadrature(num_probes=2, num_steps=4))(jax.random.key(0), A)
+        >>> quad.nodes.shape, int(quad.num_matvecs)
+        ((2, 4), 8)
+        >>> np.round(np.asarray(quad.weights).sum(axis=1), 4).tolist()   # ||z||^2 = d per probe
+        [4.0, 4.0]
     """
     _config_check(num_probes, num_steps, deflate, oversample, power_iters, sampler, 0.95)
 
     def quadrature(key, operator) -> Quadrature:
-        with x64() if jnp.dtype(dtype) == jnp.float64 else _null():
+        with x64() if jnp.dtype(dtype) == jnp.float64 else contextlib.nullcontext():
             space, _, tri = _run(key, operator, num_probes, num_steps, deflate, oversample, power_iters, sampler,
                                  dtype, False)
             nodes, weights = ritz(tri)
@@ -284,19 +353,19 @@ def slq_quadrature(num_probes: int, num_steps: int, *, deflate: int = 0, oversam
     return quadrature
 
 
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *a):
-        return False
-
 
 def quadrature_estimate(quad: Quadrature, quantity: Quantity, *, shift: float = 0.0, level: float = 0.95,
                         exact_trace: bool = True) -> Estimate:
     """Estimate ``quantity`` of ``A + shift I`` from a cached :class:`Quadrature`.
 
     ``exact_trace=False`` ignores the operator's exact trace (uses the probe samples of ``tr A``).
+
+    Example:
+        >>> lam = jnp.array([1.0, 2.0, 3.0, 4.0])
+        >>> # what s = d = 4 Lanczos steps give for A = diag(lam) and two +-1 probes: exact nodes, unit weights
+        >>> quad = Quadrature(jnp.tile(lam, (2, 1)), jnp.ones((2, 4)), jnp.zeros(0), None, 8, 4)
+        >>> [round(float(quadrature_estimate(quad, logdet(), shift=s).value), 4) for s in (0.0, 1.0)]
+        [3.1781, 4.7875]
     """
     level = _base.level_check(level)
     with x64():
@@ -313,6 +382,15 @@ def spectral_density(quad: Quadrature, grid, width: float):
 
     Normalised by the quadrature's own estimate of d (the mean of ``||z||^2`` weights plus deflated count).
     Returns (g,) float64.
+
+    Example:
+        >>> lam = jnp.array([1.0, 2.0, 3.0, 4.0])
+        >>> # what s = d = 4 Lanczos steps give for A = diag(lam) and two +-1 probes: exact nodes, unit weights
+        >>> quad = Quadrature(jnp.tile(lam, (2, 1)), jnp.ones((2, 4)), jnp.zeros(0), None, 8, 4)
+        >>> grid = np.linspace(-2.0, 7.0, 181)
+        >>> phi = spectral_density(quad, grid, width=0.3)
+        >>> phi.shape, round(float(np.asarray(phi).sum() * (grid[1] - grid[0])), 3)   # integrates to 1
+        ((181,), 1.0)
     """
     with x64():
         g = f64(grid)
@@ -343,7 +421,7 @@ def slq_estimator(quantity: Quantity, num_probes: int, num_steps: int, *, deflat
     """
     level = _config_check(num_probes, num_steps, deflate, oversample, power_iters, sampler, level)
     def estimate(key, operator) -> Estimate:
-        with x64() if jnp.dtype(dtype) == jnp.float64 else _null():
+        with x64() if jnp.dtype(dtype) == jnp.float64 else contextlib.nullcontext():
             d = _base.operator_dim(operator)
             space, z, tri = _run(key, operator, num_probes, num_steps, deflate, oversample, power_iters, sampler,
                                  dtype, differentiable)

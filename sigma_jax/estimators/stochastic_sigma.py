@@ -22,9 +22,10 @@ Subset: ``subset`` (None | int n_A | indices) is resolved exactly as in ``sigma_
 ``key``, so the same key gives the same observed rows; probes use ``fold_in(key, 1)``.
 
 Example:
-    >>> emb = jax.random.normal(jax.random.key(0), (3000, 256))
-    >>> rep = sigma_stochastic(jax.random.key(1), emb, subset=2000)
-    >>> float(rep.u_cov), float(rep.stderr)   # doctest: +SKIP
+    >>> emb = jax.random.normal(jax.random.key(0), (300, 24))
+    >>> rep = sigma_stochastic(jax.random.key(1), emb, subset=200, num_steps=12, deflate=0, band_rows=16)
+    >>> float(rep.stderr) > 0, float(rep.ci_halfwidth) > 0, int(rep.n_sub), int(rep.n_total)
+    (True, True, 200, 300)
 """
 
 from __future__ import annotations
@@ -146,6 +147,14 @@ def sigma_stochastic(key, embeddings, *, n_total: int | None = None, subset=None
 
     Returns:
         :class:`StochasticSigmaReport`.
+
+    Example:
+        >>> from sigma_jax.core import sigma
+        >>> emb = jax.random.normal(jax.random.key(0), (300, 24))
+        >>> rep = sigma_stochastic(jax.random.key(1), emb, subset=200, num_steps=12, deflate=0, band_rows=16)
+        >>> exact = sigma(emb, subset=200, key=jax.random.key(1))      # same key: same 200 rows
+        >>> bool(abs(float(rep.u_cov) - float(exact.u_cov)) < 4 * float(rep.stderr) + 1e-2)
+        True
     """
     from sigma_jax import core  # local: core imports nothing from here
 

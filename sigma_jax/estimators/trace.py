@@ -7,8 +7,9 @@ r"""Hutchinson and Hutch++ estimators of ``tr A`` and ``tr A^2`` with confidence
   The standard error and CI are conditional on ``Q`` (the sketch part has no variance given Q).
 
 Example:
+    >>> from sigma_jax import gram
     >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (300, 50)))
-    >>> e = hutchpp(30)(jax.random.key(1), op)
+    >>> e = jax.jit(hutchpp(30))(jax.random.key(1), op)
     >>> abs(float(e.value) - float(op.trace())) < 5 * float(e.stderr) + 1e-3
     True
 """
@@ -45,7 +46,14 @@ def _ident(m, aux):
 
 def hutchinson(num_probes: int, *, power: int = 1, sampler: str = "rademacher", dtype=jnp.float32,
                level: float = 0.95) -> Callable:
-    """Constructor: ``estimate(key, operator) -> Estimate`` of ``tr A^power`` with ``num_probes`` matvecs."""
+    """Constructor: ``estimate(key, operator) -> Estimate`` of ``tr A^power`` with ``num_probes`` matvecs.
+
+    Example:
+        >>> A = jnp.diag(jnp.array([1.0, 2.0, 3.0, 4.0]))
+        >>> e = hutchinson(8)(jax.random.key(0), A)
+        >>> float(e.value), int(e.num_matvecs)        # exact for a diagonal A with +-1 probes
+        (10.0, 8)
+    """
     _base.check_counts(num_probes=num_probes)
     _check_power(power)
     level = _base.level_check(level)
@@ -69,6 +77,12 @@ def hutchpp(num_matvecs: int, *, power: int = 1, sampler: str = "rademacher", dt
     ``power=1``: sketch ``k = num_matvecs // 3`` columns (k matvecs), ``tr(Q^T A Q)`` (k matvecs),
     Hutchinson with the remaining ``num_matvecs - 2k`` projected probes.
     ``power=2``: ``tr(Q^T A^2 Q) = ||A Q||_F^2`` reuses the same ``A Q`` block, so the split is the same.
+
+    Example:
+        >>> A = jnp.diag(jnp.array([1.0, 2.0, 3.0, 0.0, 0.0, 0.0]))   # rank 3 = num_matvecs // 3
+        >>> e = hutchpp(9, power=2)(jax.random.key(0), A)              # the sketch captures all of tr A^2
+        >>> round(float(e.value), 3), int(e.num_probes), int(e.num_matvecs)
+        (14.0, 3, 9)
     """
     _base.check_counts(num_matvecs=num_matvecs)
     _check_power(power)

@@ -88,7 +88,15 @@ class Corpus(NamedTuple):
 
 def split_documents(names: Sequence[str], docs: Sequence[str], heldout_every: int = 10, name: str = "") -> Corpus:
     """Deterministic train / held-out split by document.  With a single document the
-    last ``1/heldout_every`` of its lines is held out instead."""
+    last ``1/heldout_every`` of its lines is held out instead.
+
+    Example:
+        >>> c = split_documents(["a", "b", "c", "d", "e"], ["A", "B", "C", "D", "E"], heldout_every=2)
+        >>> c.train_names, c.heldout_names
+        (['a', 'c', 'e'], ['b', 'd'])
+        >>> split_documents(["x"], ["1\\n2\\n3\\n4"], heldout_every=4).heldout   # one document: its last lines
+        ['4']
+    """
     if heldout_every < 2:
         raise ValueError(f"`heldout_every` must be >= 2, got {heldout_every}.")
     docs = [d.strip("\n") for d in docs]
@@ -149,7 +157,13 @@ def _text_path(path: str) -> tuple[list, list]:
 
 
 def load_corpus(spec: str = "kjv", heldout_every: int = 10) -> Corpus:
-    """Load ``"kjv"`` | ``"pydoc"`` | a path to a .txt file or folder, split by document."""
+    """Load ``"kjv"`` | ``"pydoc"`` | a path to a .txt file or folder, split by document.
+
+    Example:
+        >>> c = load_corpus("pydoc")                  # zero-install: the stdlib's pydoc topics
+        >>> c.name, len(c.train) > len(c.heldout) > 0
+        ('pydoc', True)
+    """
     if spec == "kjv":
         names, docs = _kjv_books()
     elif spec == "pydoc":
@@ -162,10 +176,20 @@ def load_corpus(spec: str = "kjv", heldout_every: int = 10) -> Corpus:
 
 
 def lines_of(docs: Sequence[str]) -> list:
-    """Non-empty lines of the documents (the *items* a data strategy counts)."""
+    """Non-empty lines of the documents (the *items* a data strategy counts).
+
+    Example:
+        >>> lines_of(["a\\n\\nb", "c\\n"])
+        ['a', 'b', 'c']
+    """
     return [ln for d in docs for ln in d.split("\n") if ln.strip()]
 
 
 def join_lines(lines: Sequence[str]) -> str:
-    """Lines -> one training text, one item per line, ending with a newline."""
+    """Lines -> one training text, one item per line, ending with a newline.
+
+    Example:
+        >>> join_lines(["a", "b"])
+        'a\\nb\\n'
+    """
     return "".join(ln + "\n" for ln in lines)

@@ -56,7 +56,13 @@ class ModelConfig:
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int | None = None, dtype=jnp.float32) -> dict:
-    """Empty KV cache: a tuple over layers of ``(k, v)``, each ``(batch, n_heads, length, head_dim)``."""
+    """Empty KV cache: a tuple over layers of ``(k, v)``, each ``(batch, n_heads, length, head_dim)``.
+
+    Example:
+        >>> cache = init_cache(ModelConfig(n_layers=2, d_model=32, n_heads=2, block_size=16), batch=3)
+        >>> len(cache), cache[0][0].shape
+        (2, (3, 2, 16, 16))
+    """
     t = cfg.block_size if length is None else int(length)
     shape = (batch, cfg.n_heads, t, cfg.head_dim)
     return tuple((jnp.zeros(shape, dtype), jnp.zeros(shape, dtype)) for _ in range(cfg.n_layers))

@@ -10,7 +10,14 @@ one cached step.  Streams longer than the model's context are produced in chunks
 each chunk re-fills a fresh cache with the last ``keep`` tokens (a sliding window).
 
 Example:
-    >>> out = generate(key, graphdef, params, prompts, 32, temperature=0.7)   # (B, 32) int32
+    >>> from flax import nnx
+    >>> from sigma_jax.lm.model import ModelConfig, Transformer
+    >>> cfg = ModelConfig(n_layers=1, d_model=32, n_heads=2, block_size=16)
+    >>> graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+    >>> prompts = jnp.ones((2, 8), jnp.int32)
+    >>> out = generate(jax.random.key(0), graphdef, params, prompts, 8, temperature=0.7)
+    >>> out.shape, out.dtype
+    ((2, 8), dtype('int32'))
 """
 
 from __future__ import annotations
@@ -31,7 +38,14 @@ _GREEDY_T = 1e-6
 
 def filter_logits(logits, top_k: int = 0, top_p: float = 1.0):
     """Mask (-inf) the logits outside the top-k and outside the top-p nucleus.  logits: (..., V).
-    ``top_k`` and ``top_p`` are Python numbers (static: 0 / 1.0 skip the filter)."""
+    ``top_k`` and ``top_p`` are Python numbers (static: 0 / 1.0 skip the filter).
+
+    Example:
+        >>> (filter_logits(jnp.array([1.0, 3.0, 2.0, 0.0]), top_k=2) > -1e30).tolist()
+        [False, True, True, False]
+        >>> (filter_logits(jnp.log(jnp.array([0.5, 0.3, 0.2])), top_p=0.7) > -1e30).tolist()
+        [True, True, False]
+    """
     neg = jnp.finfo(logits.dtype).min
     if top_k and top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, top_k)[0][..., -1:]
@@ -48,7 +62,15 @@ def filter_logits(logits, top_k: int = 0, top_p: float = 1.0):
 
 
 def sample_token(key, logits, temperature, top_k: int = 0, top_p=1.0):
-    """One token per row of (B, V) logits; greedy when ``temperature <= 1e-6``."""
+    """One token per row of (B, V) logits; greedy when ``temperature <= 1e-6``.
+
+    Example:
+        >>> logits = jnp.array([[0.0, 5.0, 1.0], [2.0, 0.0, 0.0]])
+        >>> sample_token(jax.random.key(0), logits, 0.0).tolist()           # greedy
+        [1, 0]
+        >>> sample_token(jax.random.key(0), logits, 1.0, top_k=1).tolist()   # top-1 sampling is greedy too
+        [1, 0]
+    """
     logits = logits.astype(jnp.float32)
     greedy = jnp.argmax(logits, axis=-1)
     t = jnp.maximum(temperature, _GREEDY_T)
@@ -88,6 +110,15 @@ def decode(key, graphdef, params, prompts, n_new: int, temperature=1.0, top_k: i
 
     Returns (B, n_new) int32 tokens, and with ``return_logits`` also the (B, n_new, V)
     unfiltered logits each token was drawn from.
+
+    Example:
+        >>> from flax import nnx
+        >>> from sigma_jax.lm.model import ModelConfig, Transformer
+        >>> cfg = ModelConfig(n_layers=1, d_model=32, n_heads=2, block_size=16)
+        >>> graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+        >>> toks = decode(jax.random.key(0), graphdef, params, jnp.ones((2, 8), jnp.int32), 8, temperature=0.0)
+        >>> toks.shape, bool((toks[0] == toks[1]).all())          # greedy: equal prompts, equal outputs
+        ((2, 8), True)
     """
     prompts = jnp.asarray(prompts, jnp.int32)
     if prompts.ndim != 2 or prompts.shape[1] < 1:
@@ -104,7 +135,18 @@ def decode(key, graphdef, params, prompts, n_new: int, temperature=1.0, top_k: i
 
 def generate(key, graphdef, params, prompts, n_new: int, temperature=1.0, top_k: int = 0, top_p=1.0,
              batch_size: int | None = None) -> np.ndarray:
-    """Like :func:`decode` (numpy result), in fixed-size batches (the last one padded)."""
+    """Like :func:`decode` (numpy result), in fixed-size batches (the last one padded).
+
+    Example:
+        >>> from flax import nnx
+        >>> from sigma_jax.lm.model import ModelConfig, Transformer
+        >>> cfg = ModelConfig(n_layers=1, d_model=32, n_heads=2, block_size=16)
+        >>> graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+        >>> prompts = np.arange(30).reshape(3, 10)[:, :8] + 2             # 3 prompts of 8 tokens
+        >>> out = generate(jax.random.key(0), graphdef, params, prompts, 8, batch_size=2)   # batches of 2
+        >>> type(out).__name__, out.shape
+        ('ndarray', (3, 8))
+    """
     prompts = np.asarray(prompts, np.int32)
     n = len(prompts)
     bs = n if batch_size is None else int(batch_size)
@@ -123,7 +165,18 @@ def generate_stream(key, graphdef, params, prompts, n_new: int, block_size: int,
                     top_k: int = 0, top_p=1.0, keep: int | None = None, batch_size: int | None = None) -> np.ndarray:
     """Streams of ``n_new`` tokens that may exceed the context: chunks of ``block_size - keep``
     new tokens, each conditioned on the last ``keep`` tokens (default ``block_size // 2``).
-    ``prompts`` (B, P) with P <= block_size - 1.  Returns (B, n_new) int32."""
+    ``prompts`` (B, P) with P <= block_size - 1.  Returns (B, n_new) int32.
+
+    Example:
+        >>> from flax import nnx
+        >>> from sigma_jax.lm.model import ModelConfig, Transformer
+        >>> cfg = ModelConfig(n_layers=1, d_model=32, n_heads=2, block_size=16)
+        >>> graphdef, params = nnx.split(Transformer(cfg, rngs=nnx.Rngs(0)))
+        >>> out = generate_stream(jax.random.key(0), graphdef, params, np.ones((2, 8), np.int32), 20,
+        ...                       block_size=16)                         # 20 > 16 - 8: three chunks of 8
+        >>> out.shape
+        (2, 20)
+    """
     prompts = np.asarray(prompts, np.int32)
     keep = block_size // 2 if keep is None else int(keep)
     if prompts.shape[1] + 1 > block_size or not 0 < keep < block_size:
