@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from sigma_jax import _checks, gram
+from sigma_jax.core import SigmaReport
 from sigma_jax._x64 import f64, x64
 from sigma_jax.estimators import _base
 from sigma_jax.estimators.krylov import lanczos, ritz
@@ -53,32 +54,24 @@ __all__ = ["StochasticSigmaReport", "sigma_stochastic", "AUTO_CROSSOVER_M"]
 AUTO_CROSSOVER_M = 4096
 
 
-class StochasticSigmaReport(NamedTuple):
-    """:class:`sigma_jax.core.SigmaReport` fields plus the estimator's uncertainty and cost."""
+_EXTRA_FIELDS = ("stderr", "stderr_upper", "num_matvecs", "cg_residual")
+_StochasticFields = NamedTuple("_StochasticFields",
+                               [(f, jax.Array) for f in SigmaReport._fields + _EXTRA_FIELDS])
 
-    logdet: jax.Array
-    u_cov: jax.Array
-    g_kf: jax.Array
-    lower: jax.Array
-    upper: jax.Array
-    ci_halfwidth: jax.Array
-    bias: jax.Array
-    sd_q: jax.Array
-    beta: jax.Array
-    n_sub: jax.Array
-    n_total: jax.Array
-    dim: jax.Array
-    delta: jax.Array
-    rho: jax.Array
-    level: jax.Array
-    stderr: jax.Array
-    stderr_upper: jax.Array
-    num_matvecs: jax.Array
-    cg_residual: jax.Array
 
-    @property
-    def u_cov_interval(self):
-        return self.u_cov - self.ci_halfwidth, self.u_cov + self.ci_halfwidth
+class StochasticSigmaReport(_StochasticFields):
+    """:class:`sigma_jax.core.SigmaReport` fields plus the estimator's uncertainty and cost.
+
+    Fields are ``SigmaReport._fields`` followed by ``stderr`` (of ``S`` and ``u_cov``),
+    ``stderr_upper`` (of ``upper`` and ``g_kf``), ``num_matvecs`` and ``cg_residual``;
+    ``summary``, ``to_dict``, ``u_cov_interval`` and ``u_cov_debiased`` are SigmaReport's.
+    """
+
+    __slots__ = ()
+    u_cov_interval = SigmaReport.u_cov_interval
+    u_cov_debiased = SigmaReport.u_cov_debiased
+    to_dict = SigmaReport.to_dict
+    summary = SigmaReport.summary
 
     @property
     def logdet_ci(self):
