@@ -287,7 +287,7 @@ def grad_cosines(m=256, n=1024, probes=(16, 64, 256), steps=30, seeds=3):
         for defl in (0, 32):
             for k in probes:
                 est = S.slq_estimator(qty, k, steps, deflate=defl, power_iters=2, differentiable=True)
-                f = jax.jit(jax.grad(lambda x, key: est(key, gram.gram_operator(x, ridge=ridge_op,
+                f = jax.jit(jax.grad(lambda x, key: est(key, gram.gram_operator(x, delta=ridge_op,
                                                                                normalize=False)).value))
                 cs, rs = [], []
                 for sd in range(seeds):

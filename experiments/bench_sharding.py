@@ -98,7 +98,7 @@ def bench_cpu(sizes, repeats, device_counts, seed=0):
         gram_jit = jax.jit(lambda x: gram.gram_f64(x))
         mm = jax.jit(lambda op, v: op.matmat_rows(v))
         mv = jax.jit(lambda op, v: op.matvec(v))
-        op0 = gram.gram_operator(a_dev, ridge=1e-3)
+        op0 = gram.gram_operator(a_dev, delta=1e-3)
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "emb.npy")
             np.save(path, a)
@@ -113,7 +113,7 @@ def bench_cpu(sizes, repeats, device_counts, seed=0):
             for k in device_counts:
                 mesh = sh.make_mesh(k)
                 x, _ = sh.shard_rows(a, mesh)
-                op = sh.sharded_gram_operator(x, mesh, ridge=1e-3)
+                op = sh.sharded_gram_operator(x, mesh, delta=1e-3)
                 fns[("gram", k)] = functools.partial(lambda x, mesh: sh.sharded_gram(x, mesh), x, mesh)
                 fns[("sigma", k)] = functools.partial(
                     lambda x, mesh: sh.sharded_sigma(x, mesh=mesh, n_total=4 * n, validate=False), x, mesh)

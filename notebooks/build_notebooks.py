@@ -164,7 +164,7 @@ print(log[-1])"""),
 rng = np.random.default_rng(0)
 q, _ = np.linalg.qr(rng.normal(size=(m, m)))
 emb = (rng.normal(size=(n, m)) * np.arange(1, m + 1) ** -0.75) @ q.T       # power-law spectrum
-op = gram.gram_operator(jnp.asarray(emb, jnp.float32), ridge=1e-3, normalize=False)
+op = gram.gram_operator(jnp.asarray(emb, jnp.float32), delta=1e-3, normalize=False)
 t0 = time.perf_counter()
 lam = np.linalg.eigvalsh(np.asarray(op.dense()))
 t_dense = time.perf_counter() - t0

@@ -7,7 +7,9 @@ Quickstart::
     rep = sigma_jax.sigma(emb, subset=800, key=jax.random.key(0))
     print(rep.summary())                        # logdet, U_cov +/- band, G_KF, sandwich
 
-Topic modules: ``gram`` (streaming / matrix-free Gram), ``spectral`` (metrics of a
+Topic modules: ``report`` (the SIGMA report, assembled once from a producer's
+sufficient statistics), ``gram`` (dense and streamed producers, streaming Gram),
+``operators`` (the operator interface, the Gram operator), ``spectral`` (metrics of a
 spectrum), ``bounds`` (deterministic inequalities), and, imported on first use,
 ``estimators`` (matrix-free stochastic estimators), ``sharding`` (the Gram operator
 on a device mesh and inside pmap/shard_map steps), ``monitor`` (in-loop spectral
@@ -19,9 +21,11 @@ from __future__ import annotations
 
 import importlib
 
-from sigma_jax import bounds, gram, spectral
-from sigma_jax.core import Drift, SigmaReport, drift, q_moments, sigma, sigma_from_gram
-from sigma_jax.gram import GramOperator, gram_operator
+from sigma_jax import bounds, gram, operators, report, spectral
+from sigma_jax.core import sigma, sigma_from_gram
+from sigma_jax.gram import q_moments
+from sigma_jax.operators import GramOperator, dense_operator, gram_operator
+from sigma_jax.report import Drift, SigmaReport, SigmaStats, drift, report_from_stats
 
 
 def analyze(inputs, **kwargs):
@@ -35,6 +39,8 @@ __version__ = "0.1.0"
 __all__ = [
     "sigma",
     "sigma_from_gram",
+    "report_from_stats",
+    "SigmaStats",
     "analyze",
     "q_moments",
     "drift",
@@ -42,7 +48,10 @@ __all__ = [
     "Drift",
     "GramOperator",
     "gram_operator",
+    "dense_operator",
     "gram",
+    "report",
+    "operators",
     "spectral",
     "bounds",
     "__version__",

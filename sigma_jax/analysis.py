@@ -19,14 +19,16 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 from typing import Any, Mapping, Sequence
 
 import jax
 import numpy as np
 
-from sigma_jax import bounds, gram, spectral
-from sigma_jax.core import drift, sigma
+from sigma_jax import _io, bounds, spectral
+from sigma_jax.core import sigma
+from sigma_jax.report import drift
 
 __all__ = ["AnalysisTable", "analyze"]
 
@@ -58,19 +60,16 @@ class AnalysisTable:
 
     def to_csv(self, path: str) -> str:
         """Write the rows as CSV (atomically)."""
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=self.columns)
-            w.writeheader()
-            w.writerows(self.rows)
-        os.replace(tmp, path)
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, fieldnames=self.columns)
+        w.writeheader()
+        w.writerows(self.rows)
+        _io.write_text_atomic(path, buf.getvalue())
         return path
 
     def to_json(self, path: str) -> str:
         """Write the rows as JSON (atomically)."""
-        from sigma_jax.cli import write_json_atomic
-
-        write_json_atomic(path, {"rows": self.rows})
+        _io.write_json_atomic(path, {"rows": self.rows})
         return path
 
     def format(self, columns: Sequence[str] = ("name", "u_cov", "ci_halfwidth", "dU", "drift_band", "g_kf",
@@ -112,9 +111,7 @@ class AnalysisTable:
         ax[1].legend()
         fig.tight_layout()
         if path is not None:
-            tmp = f"{path}.tmp.png"
-            fig.savefig(tmp, dpi=120)
-            os.replace(tmp, path)
+            _io.save_figure_atomic(fig, path, dpi=120)
             plt.close(fig)
         return fig
 
@@ -145,14 +142,19 @@ def _named_inputs(inputs) -> list[tuple[str, Any]]:
 
 
 def analyze(inputs, *, subset: int | None = None, key=None, n_total: int | None = None, delta: float = 1e-3,
-            normalize: bool = True, null_spread: float | None = None) -> AnalysisTable:
+            rho: float = 1.0, normalize: bool = True, ridge_only: bool = False,
+            null_spread: float | None = None) -> AnalysisTable:
     """SIGMA and spectral metrics of several embedding sets, as a table.
+
+    Each set's Gram matrix is formed once for its spectra (:func:`sigma_jax.spectral.spectra`:
+    uncentred and centred eigenvalues, the bounds, the Vendi score) and once on the observed
+    subset for the SIGMA report.
 
     Args:
         inputs: a mapping ``name -> array or path``, a sequence of arrays/paths, or a folder of
             ``.npy``/``.npz`` files (sorted by name: name generations ``gen00``, ``gen01``, ...).
-        subset, key, n_total, delta, normalize: as in :func:`sigma_jax.sigma` (the same ``key``
-            for every set, so the observed positions match across sets).
+        subset, key, n_total, delta, rho, normalize, ridge_only: as in :func:`sigma_jax.sigma` (the
+            same ``key`` for every set, so the observed positions match across sets).
         null_spread: optional re-sampling spread for the drift band (see :func:`sigma_jax.drift`).
 
     Example:
@@ -165,15 +167,14 @@ def analyze(inputs, *, subset: int | None = None, key=None, n_total: int | None 
         key = jax.random.key(0)
     rows, spectra, reports = [], {}, []
     for name, x in named:
-        emb = gram.load_embeddings(x) if isinstance(x, (str, os.PathLike)) else x
-        rep = sigma(emb, subset=subset, key=key, n_total=n_total, delta=delta, normalize=normalize)
+        emb = _io.load_embeddings(x) if isinstance(x, (str, os.PathLike)) else x
+        rep = sigma(emb, subset=subset, key=key, n_total=n_total, delta=delta, rho=rho, normalize=normalize,
+                    ridge_only=ridge_only)
         reports.append(rep)
-        arr = np.asarray(emb, np.float32) if not isinstance(emb, np.ndarray) else emb
-        lam = np.asarray(spectral.eigenvalues(arr, normalize=normalize))
-        lamc = spectral.eigenvalues(arr, normalize=normalize, center=True)
-        g = gram.gram_f64(arr, normalize=normalize)
+        sp = spectral.spectra(emb, normalize=normalize)
+        lam, lamc, g = np.asarray(sp.uncentred), np.asarray(sp.centred), sp.gram
         ws, gg = bounds.wolkowicz_styan(g), bounds.gershgorin(g)
-        row = {"name": str(name), "n": int(arr.shape[0]), "dim": int(arr.shape[1])}
+        row = {"name": str(name), "n": int(emb.shape[0]), "dim": int(emb.shape[1])}
         row.update({k: v for k, v in rep.to_dict().items() if k not in ("dim",)})
         for suffix, ev in (("", lam), ("_centered", lamc)):
             row[f"effective_rank{suffix}"] = float(spectral.effective_rank(ev))
@@ -182,7 +183,8 @@ def analyze(inputs, *, subset: int | None = None, key=None, n_total: int | None 
             row[f"participation_ratio{suffix}"] = float(spectral.participation_ratio(ev))
         row["stable_rank"] = float(spectral.stable_rank(lam))
         row["condition_number"] = float(spectral.condition_number(lam, delta=delta))
-        row["vendi_score"] = float(spectral.vendi_score(arr))
+        # the Vendi score's cosine kernel always normalises rows: reuse the spectrum when it did too
+        row["vendi_score"] = float(spectral.vendi_score_from_spectrum(lam) if normalize else spectral.vendi_score(emb))
         row["lambda_max"], row["lambda_min"] = float(lam[0]), float(lam[-1])
         row["ws_lambda_max_lower"], row["ws_lambda_max_upper"] = float(ws.lambda_max.lower), float(ws.lambda_max.upper)
         row["ws_lambda_min_lower"], row["ws_lambda_min_upper"] = float(ws.lambda_min.lower), float(ws.lambda_min.upper)

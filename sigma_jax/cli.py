@@ -10,39 +10,25 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 
 import jax
-import numpy as np
+
+from sigma_jax import _io
 
 __all__ = ["main", "write_json_atomic"]
 
 
-def write_json_atomic(path: str, obj) -> None:
-    """Write JSON to ``path`` atomically (temporary file in the same folder, then ``os.replace``)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+write_json_atomic = _io.write_json_atomic  # former home of the atomic JSON writer (now sigma_jax._io)
 
 
 def _analyze(args) -> int:
     from sigma_jax.analysis import analyze
 
     try:
-        table = analyze(list(args.files), subset=args.subset, n_total=args.n_total, delta=args.delta,
-                        normalize=not args.no_normalize, key=jax.random.key(args.seed))
+        table = analyze(list(args.files), subset=args.subset, n_total=args.n_total, delta=args.delta, rho=args.rho,
+                        normalize=not args.no_normalize, ridge_only=args.ridge_only, key=jax.random.key(args.seed))
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
         print(f"sigma-jax analyze: error: {err}", file=sys.stderr)
         return 2

@@ -13,8 +13,9 @@ import os
 import jax
 import numpy as np
 
-from sigma_jax import spectral
-from sigma_jax.core import drift, sigma
+from sigma_jax import _io, spectral
+from sigma_jax.core import sigma
+from sigma_jax.report import drift
 from sigma_jax.datasets import collapsing_generations
 
 __all__ = ["run_demo"]
@@ -22,8 +23,6 @@ __all__ = ["run_demo"]
 
 def run_demo(out: str = "results/demo", seed: int = 0, n_generations: int = 5, n_samples: int = 1200,
              dim: int = 384, n_sub: int = 800, fit_samples: int = 2000) -> dict:
-    from sigma_jax.cli import write_json_atomic
-
     key = jax.random.key(seed)
     gens = np.asarray(collapsing_generations(jax.random.fold_in(key, 0), n_generations=n_generations,
                                              n_samples=n_samples, dim=dim, fit_samples=fit_samples))
@@ -43,7 +42,7 @@ def run_demo(out: str = "results/demo", seed: int = 0, n_generations: int = 5, n
         print(f"{g:>3} {row['u_cov']:>11.2f} {row['ci_halfwidth']:>7.2f} {row['dU']:>9.2f} {row['g_kf']:>9.3f} "
               f"{er:>9.1f} {erc:>11.1f}  {flag}")
     os.makedirs(out, exist_ok=True)
-    write_json_atomic(os.path.join(out, "report.json"), {"generations": rows, "n_sub": n_sub, "dim": dim,
+    _io.write_json_atomic(os.path.join(out, "report.json"), {"generations": rows, "n_sub": n_sub, "dim": dim,
                                                           "n_total": n_samples, "fit_samples": fit_samples})
     try:
         import matplotlib
@@ -67,9 +66,7 @@ def run_demo(out: str = "results/demo", seed: int = 0, n_generations: int = 5, n
     ax[1].set_title("effective rank (eigenvalue convention)")
     ax[1].legend()
     fig.tight_layout()
-    tmp = os.path.join(out, ".drift.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, os.path.join(out, "drift.png"))
+    _io.save_figure_atomic(fig, os.path.join(out, "drift.png"), dpi=120)
     plt.close(fig)
     print(f"wrote {out}/report.json and {out}/drift.png")
     return {"generations": rows}

@@ -1,4 +1,4 @@
-"""The Gram matrix of embeddings: streaming float64 accumulation and a matrix-free operator.
+"""The Gram matrix of embeddings: SIGMA's dense and streamed producers, and streaming float64 accumulation.
 
 Notation: ``A`` is the (n, m) matrix whose rows are the embeddings ``v_j``
 (L2-normalised when ``normalize=True``).  The *feature-side* Gram matrix is
@@ -16,21 +16,30 @@ Streaming (``init`` / ``update`` / ``finalize``, optax-style pure functions)::
 Products are formed in float64 and the accumulator is kept as a float32
 ``(hi, lo)`` pair (~48 significant bits), so the state survives ``jit``
 boundaries without JAX's global x64 flag (see ``sigma_jax._x64``).
+
+Producers of SIGMA's sufficient statistics (:class:`sigma_jax.report.SigmaStats`):
+:func:`dense_stats` (in-memory rows, jittable) and :func:`host_stats` (host arrays and
+memmaps, two streamed passes).  Both use the one chunked Gram (:func:`gram_f64`) and the one
+Mahalanobis pass (:func:`q_moments`) that the sharded producers also run on their local rows.
+The matrix-free :class:`~sigma_jax.operators.GramOperator` lives in :mod:`sigma_jax.operators`
+(re-exported here).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from typing import Callable, Iterator, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sigma_jax import _checks
+from sigma_jax import _checks, _io
+from sigma_jax._linalg import HIGHEST, inv_chol
 from sigma_jax._x64 import f64, join, split, x64
+from sigma_jax.operators import GramOperator, gram_operator  # re-exported: the operator lives in operators.py
+from sigma_jax.report import SigmaStats, row_moments
 
 __all__ = [
     "GramState",
@@ -39,6 +48,9 @@ __all__ = [
     "merge",
     "finalize",
     "gram_f64",
+    "q_moments",
+    "dense_stats",
+    "host_stats",
     "accumulate",
     "iter_chunks",
     "load_embeddings",
@@ -52,14 +64,39 @@ DEFAULT_CHUNK_ROWS = 8192
 # --------------------------------------------------------------------------- dense float64 Gram
 
 
-def _row_scale(rows64, normalize: bool):
-    """1/||v|| per row (0 for zero rows, so padding rows contribute nothing)."""
+def row_scale(rows64, normalize: bool):
+    """1/||v|| per row (0 for zero rows, so padding rows contribute nothing); None when not normalising.
+
+    Example:
+        >>> [round(float(v), 6) for v in row_scale(jnp.array([[3.0, 4.0], [0.0, 0.0]]), True)]
+        [0.2, 0.0]
+    """
     if not normalize:
         return None
-    sq = jnp.einsum("nm,nm->n", rows64, rows64)
+    sq = jnp.einsum("nm,nm->n", rows64, rows64, precision=HIGHEST)
     zero, one = jnp.zeros((), sq.dtype), jnp.ones((), sq.dtype)  # typed: weak literals misbehave under vmap+x64
     pos = sq > zero
     return jnp.where(pos, jax.lax.rsqrt(jnp.where(pos, sq, one)), zero)
+
+
+_row_scale = row_scale  # former private name
+
+
+def normalized_rows64(rows, normalize: bool, mask=None):
+    """float64 rows, L2-normalised with a zero guard and weighted by an optional 0/1 ``mask``.  Call inside x64().
+
+    Example:
+        >>> with x64():
+        ...     v = normalized_rows64(np.array([[3.0, 4.0]]), True)
+        >>> v.dtype, [round(float(t), 12) for t in v[0]]
+        (dtype('float64'), [0.6, 0.8])
+    """
+    a = f64(rows)
+    scale = row_scale(a, normalize)
+    if mask is not None:
+        m64 = f64(mask)
+        scale = m64 if scale is None else scale * m64
+    return a if scale is None else a * scale[:, None]
 
 
 def _syrk(a):
@@ -69,11 +106,12 @@ def _syrk(a):
     """
     m = a.shape[-1]
     if m < 128:
-        return jnp.einsum("nm,nk->mk", a, a)
+        return jnp.einsum("nm,nk->mk", a, a, precision=HIGHEST)
     h = m // 2
     a1, a2 = a[:, :h], a[:, h:]
-    g12 = a1.T @ a2
-    return jnp.block([[a1.T @ a1, g12], [g12.T, a2.T @ a2]])
+    g12 = jnp.matmul(a1.T, a2, precision=HIGHEST)
+    return jnp.block([[jnp.matmul(a1.T, a1, precision=HIGHEST), g12],
+                      [g12.T, jnp.matmul(a2.T, a2, precision=HIGHEST)]])
 
 
 PRECISIONS = ("float64", "mixed")
@@ -83,60 +121,183 @@ def _chunk_gram64(rows, normalize: bool, mask=None, precision: str = "float64"):
     """float64 ``sum_j w_j v_j v_j^T`` of one chunk (w_j = mask).  Call inside x64().
 
     ``precision="mixed"`` forms the chunk's products in float32 (about 2x faster on
-    CPU, and the only fast path on TPUs) and only sums chunks in float64: entries
-    then carry relative errors ~1e-7, which is harmless for healthy spectra but
-    not for collapsed ones, whose eigenvalues near ``delta`` it perturbs (see
-    ``experiments/bench_sigma.py`` for measured errors).
+    CPU) and only sums chunks in float64: entries then carry relative errors ~1e-7,
+    which is harmless for healthy spectra but not for collapsed ones, whose
+    eigenvalues near ``delta`` it perturbs (see ``experiments/bench_sigma.py``).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"`precision` must be one of {PRECISIONS}, got {precision!r}.")
-    a = f64(rows)
-    scale = _row_scale(a, normalize)
-    if mask is not None:
-        m64 = f64(mask)
-        scale = m64 if scale is None else scale * m64
     if precision == "mixed":
+        a = f64(rows)
+        scale = row_scale(a, normalize)
+        if mask is not None:
+            scale = f64(mask) if scale is None else scale * f64(mask)
         a32 = jnp.asarray(rows).astype(jnp.float32)
         if scale is not None:
             a32 = a32 * scale.astype(jnp.float32)[:, None]
         return f64(_syrk(a32))
-    if scale is not None:
-        a = a * scale[:, None]
-    return _syrk(a)
+    return _syrk(normalized_rows64(rows, normalize, mask))
 
 
-def gram_f64(rows, *, normalize: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS, precision: str = "float64"):
+def chunked_sum(arrays, chunk_rows: int, fn: Callable):
+    """``sum_b fn(*b)`` over row blocks of ``chunk_rows`` rows of ``arrays`` (a tuple of arrays with n rows each).
+
+    The one chunking loop of the package (Gram, Mahalanobis moments; local or sharded): a
+    ``fori_loop`` over the full blocks, then the tail.  Blocks are read in place
+    (``dynamic_slice``, no copy of the rows).  The carry starts from the first block's value, not
+    zeros, so inside ``shard_map`` it already varies over the mesh axes like the rows; ``0 + x = x``
+    exactly, so the order of additions (hence every bit) is the same wherever it runs.
+
+    Example:
+        >>> float(chunked_sum((jnp.arange(10.0),), 4, jnp.sum))
+        45.0
+    """
+    arrays = tuple(arrays)
+    n = arrays[0].shape[0]
+    if chunk_rows <= 0:
+        raise ValueError(f"`chunk_rows` must be a positive integer, got {chunk_rows}.")
+    if n <= chunk_rows:
+        return fn(*arrays)
+    n_full = n // chunk_rows
+
+    def block(i):
+        return fn(*(jax.lax.dynamic_slice_in_dim(x, i * chunk_rows, chunk_rows) for x in arrays))
+
+    acc = fn(*(x[:chunk_rows] for x in arrays))
+    if n_full > 1:
+        acc = jax.lax.fori_loop(1, n_full, lambda i, c: c + block(i), acc)
+    if n > n_full * chunk_rows:
+        acc = acc + fn(*(x[n_full * chunk_rows:] for x in arrays))
+    return acc
+
+
+def gram_f64(rows, *, normalize: bool = True, chunk_rows: int = DEFAULT_CHUNK_ROWS, precision: str = "float64",
+             mask=None):
     """Exact ``G = A^T A`` in float64 for an in-memory (n, m) array.
 
-    Rows are cast to float64 ``chunk_rows`` at a time (a ``lax.scan``), so the
-    float64 copy of ``A`` never exists whole.  jit/vmap-compatible; returns a
-    float64 array (computed under a local x64 context).  ``precision="mixed"``
-    forms each chunk's products in float32 (faster, less accurate on collapsed
-    spectra) and accumulates chunks in float64.
+    Rows are cast to float64 ``chunk_rows`` at a time, so the float64 copy of ``A``
+    never exists whole.  jit/vmap-compatible; returns a float64 array (computed under a
+    local x64 context).  ``precision="mixed"`` forms each chunk's products in float32
+    (faster, less accurate on collapsed spectra) and accumulates chunks in float64.
+    ``mask``: optional (n,) 0/1 row weights.
 
     Example:
         >>> A = jnp.eye(3, dtype=jnp.float32)
         >>> gram_f64(A).dtype
         dtype('float64')
     """
-    n, m = rows.shape
     with x64():
-        n_full = (n // chunk_rows) if n > chunk_rows else 0
-        g = None
-        if n_full:
-            blocks = rows[: n_full * chunk_rows].reshape(n_full, chunk_rows, m)
+        if mask is None:
+            return chunked_sum((rows,), chunk_rows, lambda b: _chunk_gram64(b, normalize, precision=precision))
+        return chunked_sum((rows, mask), chunk_rows, lambda b, w: _chunk_gram64(b, normalize, w, precision))
 
-            def body(acc, block):
-                return acc + _chunk_gram64(block, normalize, precision=precision), None
 
-            # the carry starts from the first block (not zeros) so that inside shard_map it
-            # already varies over the mesh axes, as the scan body's output does
-            g, _ = jax.lax.scan(body, _chunk_gram64(blocks[0], normalize, precision=precision), blocks[1:])
-        rest = rows[n_full * chunk_rows:]
-        if rest.shape[0]:
-            tail = _chunk_gram64(rest, normalize, precision=precision)
-            g = tail if g is None else g + tail
-        return g
+# --------------------------------------------------------------------------- Mahalanobis moments (the band)
+
+
+def _q_chunk(rows, inv_l, n_sub, normalize: bool, mask=None):
+    """:func:`sigma_jax.report.row_moments` of ``q_i = n_A ||L^{-1} v_i||^2`` over one chunk.  Call inside x64()."""
+    a = normalized_rows64(rows, normalize, mask)
+    w = jnp.matmul(a, inv_l.T, precision=HIGHEST)  # (c, m): rows L^{-1} v_i
+    return row_moments(n_sub * jnp.sum(w * w, axis=1))
+
+
+def q_moments(rows, gram_a, *, delta: float = 1e-3, n_sub=None, normalize: bool = True,
+              chunk_rows: int = DEFAULT_CHUNK_ROWS, mask=None):
+    """Sums of :func:`sigma_jax.report.row_moments` over the subset rows: ``(sum q_i, sum q_i^2)``.
+
+    ``q_i = v_i^T C^{-1} v_i`` with ``C = (G_A + delta I)/n_A``.
+
+    Args:
+        rows: (n_A, m) subset rows (or one shard of them: the sums add across shards).
+        gram_a: (m, m) ``G_A`` of the whole subset.
+        n_sub: ``n_A`` (defaults to ``rows.shape[0]``; pass it when ``rows`` is a shard).
+        mask: optional (n,) 0/1 row weights (masked rows contribute nothing).
+
+    Example:
+        >>> rows = jax.random.normal(jax.random.key(0), (100, 3))
+        >>> s = q_moments(rows, gram_f64(rows), delta=0.0)
+        >>> round(float(s[0]) / 100, 6)  # mean q = m without ridge
+        3.0
+    """
+    n_sub = rows.shape[0] if n_sub is None else n_sub
+    with x64():
+        inv_l = inv_chol(gram_a, delta)
+        if mask is None:
+            return chunked_sum((rows,), chunk_rows, lambda b: _q_chunk(b, inv_l, n_sub, normalize))
+        return chunked_sum((rows, mask), chunk_rows, lambda b, w: _q_chunk(b, inv_l, n_sub, normalize, w))
+
+
+# --------------------------------------------------------------------------- producers of SIGMA statistics
+
+
+def dense_stats(rows, *, n_total: int | None = None, delta: float = 1e-3, normalize: bool = True,
+                chunk_rows: int = DEFAULT_CHUNK_ROWS, precision: str = "float64") -> SigmaStats:
+    """SIGMA's sufficient statistics of in-memory subset rows: ``G_A`` and, when ``n_A < n_total``, the q-moments.
+
+    jit / vmap compatible (``n_total``, ``delta``, ``normalize``, ``chunk_rows``, ``precision`` static).
+
+    Example:
+        >>> from sigma_jax.report import report_from_stats
+        >>> rows = jax.random.normal(jax.random.key(0), (200, 4))
+        >>> rep = report_from_stats(dense_stats(rows, n_total=400))
+        >>> float(rep.ci_halfwidth) > 0
+        True
+    """
+    n_sub, m = rows.shape
+    n_total = n_sub if n_total is None else int(n_total)
+    g = gram_f64(rows, normalize=normalize, chunk_rows=chunk_rows, precision=precision)
+    q = None
+    if n_sub < n_total:
+        q = q_moments(rows, g, delta=delta, normalize=normalize, chunk_rows=chunk_rows)
+    return SigmaStats(g, None, q, n_sub, n_sub, n_total, m)
+
+
+@functools.partial(jax.jit, static_argnames=("normalize",))
+def _q_block_jit(rows, inv_l, n_sub, mask, normalize):
+    with x64():
+        return _q_chunk(rows, inv_l, n_sub, normalize, mask)
+
+
+def _subset_blocks(array, idx, chunk_rows: int):
+    """Yield the subset rows of a host array block by block (sorted positions)."""
+    if idx is None:
+        yield from iter_chunks(array, chunk_rows)
+        return
+    pos = np.sort(np.asarray(idx))
+    for start in range(0, pos.size, chunk_rows):
+        yield array[pos[start:start + chunk_rows]]
+
+
+def host_stats(array, idx=None, *, n_total: int | None = None, delta: float = 1e-3, normalize: bool = True,
+               chunk_rows: int = 1 << 15, progress: bool = False) -> SigmaStats:
+    """SIGMA's statistics of a host array or memmap too large to move at once: two streamed passes.
+
+    Pass 1 accumulates ``G_A`` (:func:`accumulate`); pass 2, only when ``n_A < n_total``, the
+    q-moments with ``L^{-1}`` fixed.  Not jittable (it reads the host array); :func:`dense_stats`
+    is the jittable path.
+
+    Example:
+        >>> from sigma_jax.report import report_from_stats
+        >>> a = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+        >>> s = host_stats(a, n_total=600, chunk_rows=128)
+        >>> int(s.n_sub), s.q_moments.shape
+        (300, (2,))
+    """
+    state = accumulate(_subset_blocks(array, idx, chunk_rows), dim=array.shape[1], normalize=normalize,
+                       chunk_rows=chunk_rows, validate=False, progress=progress)
+    g = finalize(state)
+    n_sub = int(state.count)
+    n_total = n_sub if n_total is None else int(n_total)
+    q = None
+    if n_sub < n_total:
+        with x64():
+            inv_l = inv_chol(g, delta)
+            q = jnp.zeros((2,), jnp.float64)
+            for block in _subset_blocks(array, idx, chunk_rows):
+                rows, mask = _io.pad_rows(np.asarray(block), chunk_rows)
+                q = q + _q_block_jit(jnp.asarray(rows), inv_l, n_sub, jnp.asarray(mask), normalize)
+    return SigmaStats(g, None, q, n_sub, n_sub, n_total, array.shape[1])
 
 
 # --------------------------------------------------------------------------- streaming state
@@ -223,54 +384,7 @@ def finalize(state: GramState):
 # --------------------------------------------------------------------------- host-side sources
 
 
-def load_embeddings(path: str | os.PathLike, *, mmap: bool = True, key: str | None = None) -> np.ndarray:
-    """Open a ``.npy`` (memory-mapped) or ``.npz`` file of embeddings, refusing pickles.
-
-    Args:
-        path: file path.
-        mmap: memory-map ``.npy`` files (rows are then read chunk by chunk).
-        key: array name inside an ``.npz`` (default: ``embeddings`` if present, else the only array).
-
-    Example:
-        >>> import tempfile, os
-        >>> path = os.path.join(tempfile.mkdtemp(), "e.npy"); np.save(path, np.ones((4, 2), np.float32))
-        >>> load_embeddings(path).shape
-        (4, 2)
-    """
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"embeddings file {path!r} does not exist.")
-    with open(path, "rb") as f:
-        magic = f.read(6)
-    if magic != b"\x93NUMPY" and not magic.startswith(b"PK"):
-        raise ValueError(f"cannot read embeddings from {path!r}: it is neither a .npy nor a .npz file "
-                         "(save arrays with `np.save` / `np.savez`).")
-    try:
-        if path.endswith(".npz") or magic.startswith(b"PK"):
-            with np.load(path, allow_pickle=False) as z:
-                names = list(z.files)
-                if key is None:
-                    if "embeddings" in names:
-                        key = "embeddings"
-                    elif len(names) == 1:
-                        key = names[0]
-                    else:
-                        raise ValueError(f"{path!r} holds several arrays {names}; choose one with `key=`.")
-                if key not in names:
-                    raise ValueError(f"{path!r} has no array {key!r}; it holds {names}.")
-                arr = z[key]
-        else:
-            arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except ValueError as err:
-        if any(w in str(err).lower() for w in ("pickle", "python objects")):
-            raise ValueError(
-                f"{path!r} holds a pickled (object) array, which sigma_jax refuses to load for safety. "
-                "Save plain float arrays with `np.save(path, emb.astype(np.float32))`."
-            ) from err
-        raise
-    except (OSError, EOFError) as err:
-        raise ValueError(f"cannot read embeddings from {path!r}: {err}. Expected a .npy or .npz file.") from err
-    return _checks.check_float_array(arr, f"array in {os.path.basename(path)}")
+load_embeddings = _io.load_embeddings  # the ground floor's reader (re-exported)
 
 
 def iter_chunks(source, chunk_rows: int = 1 << 16) -> Iterator[np.ndarray]:
@@ -281,7 +395,7 @@ def iter_chunks(source, chunk_rows: int = 1 << 16) -> Iterator[np.ndarray]:
         [(2, 2), (2, 2), (1, 2)]
     """
     if isinstance(source, (str, os.PathLike)):
-        source = load_embeddings(source)
+        source = _io.load_embeddings(source)
     if hasattr(source, "shape") and hasattr(source, "dtype"):
         for start in range(0, source.shape[0], chunk_rows):
             yield source[start:start + chunk_rows]
@@ -311,7 +425,7 @@ def accumulate(source, *, dim: int | None = None, normalize: bool = True, chunk_
         >>> finalize(state).shape
         (8, 8)
     """
-    bar = _progress(progress, source, chunk_rows)
+    bar = _io.progress_bar(progress, source.shape[0] if hasattr(source, "shape") else None, "gram", "rows")
     offset = 0
     for block in iter_chunks(source, chunk_rows):
         block = _checks.check_float_array(np.asarray(block), "source block")
@@ -322,12 +436,7 @@ def accumulate(source, *, dim: int | None = None, normalize: bool = True, chunk_
         if validate:
             _checks.check_embeddings(block, "embeddings", normalize=normalize, rho=rho, offset=offset)
         for start in range(0, block.shape[0], chunk_rows):
-            part = block[start:start + chunk_rows]
-            c = part.shape[0]
-            mask = np.zeros((chunk_rows,), np.float32)
-            mask[:c] = 1.0
-            if c < chunk_rows:
-                part = np.concatenate([part, np.zeros((chunk_rows - c, part.shape[1]), part.dtype)])
+            part, mask = _io.pad_rows(block[start:start + chunk_rows], chunk_rows)
             state = _update_masked(state, jnp.asarray(part), jnp.asarray(mask), normalize)
         offset += block.shape[0]
         if bar is not None:
@@ -337,125 +446,3 @@ def accumulate(source, *, dim: int | None = None, normalize: bool = True, chunk_
     if state is None:
         raise ValueError("`source` yielded no rows; pass at least one (c, m) block.")
     return state
-
-
-def _progress(enabled: bool, source: Any, chunk_rows: int):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # progress is optional
-        return None
-    total = source.shape[0] if hasattr(source, "shape") else None
-    return tqdm(total=total, unit="rows", desc="gram")
-
-
-# --------------------------------------------------------------------------- matrix-free operator
-
-
-@functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["embeddings", "row_scale", "ridge"], meta_fields=["side"])
-@dataclasses.dataclass(frozen=True)
-class GramOperator:
-    """Matrix-free ``G + ridge*I`` built from embeddings: data plus a pure matvec.
-
-    A pytree (pass it as an argument to jitted functions; it stays traced,
-    shardable and differentiable).  Build it with :func:`gram_operator`.
-
-    Attributes:
-        embeddings: (n, m) raw rows ``a_j`` (any float dtype; kept as given).
-        row_scale: (n,) ``1/||a_j||`` when normalising, else None.
-        ridge: scalar ``delta`` added to the diagonal.
-        side: ``"feature"`` for ``A^T A + delta I`` (m x m) or ``"sample"`` for
-            ``A A^T + delta I`` (n x n).
-    """
-
-    embeddings: jax.Array
-    row_scale: jax.Array | None
-    ridge: jax.Array
-    side: str = "feature"
-
-    @property
-    def dim(self) -> int:
-        """Size of the operator (m for the feature side, n for the sample side)."""
-        n, m = self.embeddings.shape
-        return m if self.side == "feature" else n
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.dim, self.dim)
-
-    @property
-    def dtype(self):
-        return self.embeddings.dtype
-
-    def _scaled(self, w):
-        return w if self.row_scale is None else w * self.row_scale.astype(w.dtype)
-
-    def matmat_rows(self, v):
-        """``V (G + delta I)`` for a block of k probes stored as rows, V: (k, d) -> (k, d).
-
-        Rows-major probes run fastest on CPU: ``((V A^T) S^2) A`` for the feature side.
-        """
-        a = self.embeddings.astype(v.dtype)
-        if self.side == "feature":
-            w = self._scaled(self._scaled(v @ a.T))   # (k, n)
-            out = w @ a                               # (k, m)
-        else:
-            w = self._scaled(v) @ a                   # (k, m)
-            out = self._scaled(w @ a.T)               # (k, n)
-        return out + self.ridge.astype(v.dtype) * v
-
-    def matvec(self, v):
-        """``(G + delta I) v`` for v: (d,)."""
-        return self.matmat_rows(v[None, :])[0]
-
-    def matmat(self, v):
-        """``(G + delta I) V`` for V: (d, k) (columns); G is symmetric."""
-        return self.matmat_rows(v.T).T
-
-    __matmul__ = matvec
-
-    def diagonal(self):
-        """diag(G + delta I), (d,)."""
-        a = self.embeddings
-        if self.side == "feature":
-            s = 1.0 if self.row_scale is None else self.row_scale[:, None] ** 2
-            return jnp.sum(s * a * a, axis=0) + self.ridge
-        d = jnp.sum(a * a, axis=1)
-        if self.row_scale is not None:
-            d = d * self.row_scale ** 2
-        return d + self.ridge
-
-    def trace(self):
-        """tr(G + delta I) = sum_j ||v_j||^2 + d * delta."""
-        return jnp.sum(self.diagonal())
-
-    def dense(self, dtype=jnp.float64):
-        """Materialise the operator (on purpose only).  float64 by default (local x64 context)."""
-        with x64():
-            a = self.embeddings.astype(dtype)
-            if self.row_scale is not None:
-                a = a * self.row_scale.astype(dtype)[:, None]
-            g = a.T @ a if self.side == "feature" else a @ a.T
-            return g + jnp.asarray(self.ridge, dtype) * jnp.eye(self.dim, dtype=dtype)
-
-
-def gram_operator(embeddings, *, ridge: float = 0.0, side: str = "feature", normalize: bool = True) -> GramOperator:
-    """Build a :class:`GramOperator` for ``A^T A + ridge I`` (feature) or ``A A^T + ridge I`` (sample).
-
-    Example:
-        >>> op = gram_operator(jnp.ones((4, 3)), ridge=1e-3)
-        >>> op.matvec(jnp.ones(3)).shape
-        (3,)
-    """
-    if side not in ("feature", "sample"):
-        raise ValueError(f"`side` must be 'feature' (A^T A, m x m) or 'sample' (A A^T, n x n), got {side!r}.")
-    embeddings = _checks.check_float_array(embeddings, "embeddings")
-    if _checks.is_concrete(embeddings) and not isinstance(embeddings, jax.Array):
-        embeddings = jnp.asarray(embeddings)
-    scale = None
-    if normalize:
-        sq = jnp.sum(jnp.square(embeddings.astype(jnp.float32)), axis=1)
-        scale = jnp.where(sq > 0, jax.lax.rsqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
-    return GramOperator(embeddings, scale, jnp.asarray(ridge, jnp.float32), side)

@@ -25,7 +25,7 @@ All results are float64 scalars computed under a local x64 context.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -34,6 +34,8 @@ from sigma_jax import _checks, gram
 from sigma_jax._x64 import f64, x64
 
 __all__ = [
+    "Spectra",
+    "spectra",
     "eigenvalues",
     "logdet",
     "spectral_entropy",
@@ -43,6 +45,7 @@ __all__ = [
     "alpha_req",
     "condition_number",
     "vendi_score",
+    "vendi_score_from_spectrum",
     "vendi_score_from_kernel",
 ]
 
@@ -85,13 +88,66 @@ def eigenvalues(embeddings, *, normalize: bool = True, center: bool = False, sca
         return lam
 
 
-def _eigs(x, normalize: bool, center: bool):
-    """Eigenvalues from a 1-D spectrum (as given) or 2-D embeddings (computed)."""
+class Spectra(NamedTuple):
+    """Both spectra of one embedding set from one pass over its rows (see :func:`spectra`).
+
+    Attributes:
+        uncentred: (m,) eigenvalues of ``G = A^T A`` (rows L2-normalised when asked), descending.
+        centred: (m,) eigenvalues of ``sum_j (v_j - mu)(v_j - mu)^T``, descending.
+        gram: (m, m) float64 ``G`` (for bounds and SIGMA on all rows).
+        mean: (m,) the mean row ``mu``.
+        n: number of rows.
+    """
+
+    uncentred: jax.Array
+    centred: jax.Array
+    gram: jax.Array
+    mean: jax.Array
+    n: int
+
+
+def spectra(embeddings, *, normalize: bool = True, chunk_rows: int = gram.DEFAULT_CHUNK_ROWS) -> Spectra:
+    """The spectrum stage: uncentred and centred eigenvalues from one float64 pass (Gram and row sum).
+
+    Compute it once per embedding set and hand the 1-D spectra to every metric
+    (``effective_rank(sp.centred)``, ...).  The centred Gram is ``G - n mu mu^T``.
+
+    Example:
+        >>> sp = spectra(jnp.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.0, 1.0]]))
+        >>> sp.uncentred.tolist(), sp.centred.tolist()
+        ([2.0, 2.0], [2.0, 0.0])
+    """
+    x = _checks.check_float_array(embeddings, "embeddings")
+    n = x.shape[0]
+    g = gram.gram_f64(x, normalize=normalize, chunk_rows=chunk_rows)
+    with x64():
+        total = gram.chunked_sum((x,), chunk_rows, lambda b: jnp.sum(gram.normalized_rows64(b, normalize), axis=0))
+        mu = total / n
+        gc = g - n * jnp.outer(mu, mu)
+        gc = 0.5 * (gc + gc.T)
+        lam = jnp.maximum(jnp.linalg.eigvalsh(g)[::-1], 0.0)
+        lamc = jnp.maximum(jnp.linalg.eigvalsh(gc)[::-1], 0.0)
+    return Spectra(lam, lamc, g, mu, n)
+
+
+def _eigs(x, normalize, center, *, default_normalize: bool = True):
+    """Eigenvalues from a 1-D spectrum (as given) or 2-D embeddings (computed).
+
+    ``normalize`` / ``center`` are options of *embeddings*; passing either with a 1-D spectrum is
+    an error (they would otherwise be silently ignored).  ``None`` means the default:
+    ``default_normalize`` and no centring.
+    """
     if isinstance(x, (list, tuple)):
         x = jnp.asarray(x)
     x = _checks.check_float_array(x, "x", ndim=(1, 2))
     if x.ndim == 2:
-        return eigenvalues(x, normalize=normalize, center=center)
+        return eigenvalues(x, normalize=default_normalize if normalize is None else bool(normalize),
+                           center=bool(center))
+    given = [name for name, v in (("normalize", normalize), ("center", center)) if v is not None]
+    if given:
+        raise ValueError(f"`{'`, `'.join(given)}` apply to embeddings, but `x` is a 1-D spectrum (eigenvalues). "
+                         "Compute the spectrum with those options instead: "
+                         "`spectral.eigenvalues(emb, normalize=..., center=...)` or `spectral.spectra(emb)`.")
     if _checks.is_concrete(x):
         import numpy as np
 
@@ -115,7 +171,7 @@ def _xlogx(p):
     return jnp.where(p > 0, p * jnp.log(safe), jnp.zeros((), p.dtype))
 
 
-def logdet(x, *, delta: float = 0.0, normalize: bool = True, center: bool = False):
+def logdet(x, *, delta: float = 0.0, normalize: bool | None = None, center: bool | None = None):
     """``sum_i log(lambda_i + delta)`` (SIGMA's log-det when lambda are those of ``G_A``).
 
     Example:
@@ -127,7 +183,7 @@ def logdet(x, *, delta: float = 0.0, normalize: bool = True, center: bool = Fals
         return jnp.sum(jnp.log(lam + delta))
 
 
-def spectral_entropy(x, *, normalize: bool = True, center: bool = False, normalized: bool = False):
+def spectral_entropy(x, *, normalize: bool | None = None, center: bool | None = None, normalized: bool = False):
     """Von Neumann entropy ``H = -sum p_i log p_i``, ``p = lambda / sum lambda`` (nats).
 
     ``normalized=True`` divides by ``log(d)`` (d = number of eigenvalues), giving a value in [0, 1].
@@ -142,8 +198,8 @@ def spectral_entropy(x, *, normalize: bool = True, center: bool = False, normali
         return h / math.log(lam.shape[0]) if normalized and lam.shape[0] > 1 else h
 
 
-def effective_rank(x, *, convention: str = "eigenvalue", eps: float = 1e-7, normalize: bool = True,
-                   center: bool = False):
+def effective_rank(x, *, convention: str = "eigenvalue", eps: float = 1e-7, normalize: bool | None = None,
+                   center: bool | None = None):
     """Effective rank.
 
     Args:
@@ -151,12 +207,18 @@ def effective_rank(x, *, convention: str = "eigenvalue", eps: float = 1e-7, norm
             von Neumann); ``"singular"``: RankMe (Garrido et al. 2023; Roy & Vetterli 2007),
             ``p_k = s_k / sum s + eps`` with ``s = sqrt(lambda)`` the singular values of A.
         eps: RankMe's epsilon (singular convention only).
+        normalize, center: options for 2-D embeddings (an error with a 1-D spectrum).  By default
+            rows are L2-normalised for the eigenvalue convention (SIGMA's / Vendi's cosine geometry)
+            and *not* for the singular convention, so that it reproduces RankMe on the same input.
 
     Example:
         >>> float(effective_rank(jnp.ones(5)))
         5.000000000000001
     """
-    lam = _eigs(x, normalize, center)
+    if convention not in ("eigenvalue", "singular"):
+        raise ValueError(f"`convention` must be 'eigenvalue' or 'singular', got {convention!r}.")
+    # RankMe (Garrido et al.) takes the singular values of the raw embedding matrix: no row normalisation
+    lam = _eigs(x, normalize, center, default_normalize=convention == "eigenvalue")
     with x64():
         if convention == "eigenvalue":
             return jnp.exp(-jnp.sum(_xlogx(_probs(lam))))
@@ -167,7 +229,7 @@ def effective_rank(x, *, convention: str = "eigenvalue", eps: float = 1e-7, norm
     raise ValueError(f"`convention` must be 'eigenvalue' or 'singular', got {convention!r}.")
 
 
-def participation_ratio(x, *, normalize: bool = True, center: bool = False):
+def participation_ratio(x, *, normalize: bool | None = None, center: bool | None = None):
     """``(sum lambda)^2 / sum lambda^2``.
 
     Example:
@@ -179,7 +241,7 @@ def participation_ratio(x, *, normalize: bool = True, center: bool = False):
         return jnp.sum(lam) ** 2 / jnp.sum(lam**2)
 
 
-def stable_rank(x, *, normalize: bool = True, center: bool = False):
+def stable_rank(x, *, normalize: bool | None = None, center: bool | None = None):
     """``sum lambda / max lambda = ||A||_F^2 / ||A||_2^2``.
 
     Example:
@@ -191,7 +253,7 @@ def stable_rank(x, *, normalize: bool = True, center: bool = False):
         return jnp.sum(lam) / jnp.max(lam)
 
 
-def condition_number(x, *, delta: float = 0.0, normalize: bool = True, center: bool = False):
+def condition_number(x, *, delta: float = 0.0, normalize: bool | None = None, center: bool | None = None):
     """``(lambda_max + delta) / (lambda_min + delta)`` (inf for a singular spectrum with delta = 0).
 
     Example:
@@ -203,7 +265,7 @@ def condition_number(x, *, delta: float = 0.0, normalize: bool = True, center: b
         return (jnp.max(lam) + delta) / (jnp.min(lam) + delta)
 
 
-def alpha_req(x, *, start: int = 1, stop: int | None = None, normalize: bool = True, center: bool = False):
+def alpha_req(x, *, start: int = 1, stop: int | None = None, normalize: bool | None = None, center: bool | None = None):
     """alpha-ReQ decay exponent: least-squares slope of ``log lambda_i`` on ``log i``, negated.
 
     Fits ranks ``i = start..stop`` (1-based, inclusive; default all) of the
@@ -264,6 +326,21 @@ def vendi_score_from_kernel(kernel, *, q: float = 1.0):
         # they would otherwise dominate orders q < 1 (p^q of 1e-17 is 3e-9 at q = 1/2)
         cut = kk.shape[0] * jnp.finfo(jnp.float64).eps * jnp.max(lam)
         return _hill(_probs(jnp.where(lam > cut, lam, jnp.zeros((), lam.dtype))), float(q))
+
+
+def vendi_score_from_spectrum(eigenvalues_of_gram, *, q: float = 1.0):
+    """Vendi score of order q from the eigenvalues of ``G = A^T A`` with L2-normalised rows.
+
+    The cosine kernel ``K = A A^T`` has the same nonzero eigenvalues as ``G``; with unit rows
+    ``tr K = n``, so ``p = lambda / sum lambda`` are the eigenvalues of ``K / n``.
+
+    Example:
+        >>> round(float(vendi_score_from_spectrum(jnp.ones(4))), 6)
+        4.0
+    """
+    lam = _eigs(eigenvalues_of_gram, None, None)
+    with x64():
+        return _hill(_probs(lam), float(q))
 
 
 def vendi_score(embeddings, *, q: float = 1.0, center: bool = False):

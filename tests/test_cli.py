@@ -35,3 +35,22 @@ def test_demo_shows_collapse_beyond_band(tmp_path):
     assert (tmp_path / "report.json").exists()
     # the refit chain contracts log det by ~ sum psi((M-j)/2) + d log(2/M) per generation (strongly negative)
     assert gens[2]["dU"] < -gens[2]["drift_band"] < 0
+
+
+def test_analyze_passes_rho_and_ridge_only(rng, tmp_path):
+    # --rho changes G_KF (beta = (n_total - n_A) rho) and --ridge-only admits n_A <= m (both were once ignored)
+    a = healthy(rng, 300, 8).astype(np.float32)
+    np.save(tmp_path / "e.npy", a)
+    rows = {}
+    for rho in ("1", "4"):
+        out = tmp_path / f"r{rho}.json"
+        assert cli.main(["analyze", str(tmp_path / "e.npy"), "--n-total", "900", "--rho", rho, "--json", str(out)]) == 0
+        rows[rho] = json.loads(out.read_text())["rows"][0]
+    ref1, ref4 = ref_sigma(a.astype(np.float64), n_total=900), ref_sigma(a.astype(np.float64), n_total=900, rho=4.0)
+    assert abs(rows["1"]["g_kf"] - ref1["g_kf"]) < 1e-8 and abs(rows["4"]["g_kf"] - ref4["g_kf"]) < 1e-8
+    assert abs(rows["4"]["g_kf"] - rows["1"]["g_kf"]) > 0.1 and rows["4"]["beta"] == 4 * rows["1"]["beta"]
+    np.save(tmp_path / "small.npy", a[:6])   # n_A = 6 <= m = 8
+    out = tmp_path / "small.json"
+    assert cli.main(["analyze", str(tmp_path / "small.npy"), "--ridge-only", "--json", str(out)]) == 0
+    small = json.loads(out.read_text())["rows"][0]
+    assert small["n_sub"] == 6 and abs(small["logdet"] - ref_sigma(a[:6].astype(np.float64))["logdet"]) < 1e-8

@@ -270,7 +270,10 @@ def test_method_dispatch_stochastic_and_auto(rng):
     assert abs(float(sto.u_cov) - float(exact.u_cov)) <= 5 * float(sto.stderr) + 1e-6 * abs(float(exact.u_cov))
     # auto stays exact below the measured crossover (m < 4096) and without a key
     auto = sj.sigma(a, method="auto", key=jax.random.key(0))
-    assert float(auto.u_cov) == float(exact.u_cov) and not hasattr(auto, "stderr")
+    assert float(auto.u_cov) == float(exact.u_cov) and bool(auto.exact) and not bool(sto.exact)
+    # one return type whatever the method or whether a key was passed
+    assert type(auto) is type(sto) is type(exact) is sj.SigmaReport
+    assert float(auto.logdet_stderr) == 0.0 and float(sto.logdet_stderr) > 0.0
     with pytest.raises(ValueError, match="key"):
         sj.sigma(a, method="stochastic")
     with pytest.raises(ValueError, match="method"):

@@ -123,7 +123,7 @@ def test_deflation_recovers_top_eigenpairs_and_cuts_variance(rng):
 
 def test_jit_equals_eager_and_vmap_equals_loop(rng):
     emb = jnp.asarray(rng.normal(size=(300, 40)), jnp.float32)
-    op = gram.gram_operator(emb, ridge=1e-3)
+    op = gram.gram_operator(emb, delta=1e-3)
     est = S.slq_estimator(S.spectral_entropy(), 8, 15, deflate=4)
     ks = keys(3, 7)
     eager = est(ks[0], op)
@@ -234,7 +234,7 @@ def test_brackets_contain_extreme_eigenvalues(rng):
             assert float(b.max_low) <= lam32.max() <= float(b.max_high), (kind, b, lam32.max())
             assert float(b.min_low) <= lam32.min() <= float(b.min_high), (kind, b, lam32.min())
     emb = rng.normal(size=(200, D)) * np.arange(1, D + 1) ** -0.5 + 0.3
-    op = gram.gram_operator(jnp.asarray(emb, jnp.float32), ridge=1e-3)
+    op = gram.gram_operator(jnp.asarray(emb, jnp.float32), delta=1e-3)
     lam = np.linalg.eigvalsh(np.asarray(op.dense()))
     for k in keys(4, 12):
         b = br(k, op)
@@ -269,7 +269,7 @@ def test_grad_logdet_and_entropy(rng):
     emb = jnp.asarray(rng.normal(size=(n, m)) * np.linspace(1.0, 0.3, m), jnp.float32)
     est_ld = S.slq_estimator(S.logdet(), 256, 24, differentiable=True)
     est_h = S.slq_estimator(S.spectral_entropy(), 256, 24, differentiable=True)
-    ld = lambda x: est_ld(jax.random.key(0), gram.gram_operator(x, ridge=0.5, normalize=False)).value  # noqa: E731
+    ld = lambda x: est_ld(jax.random.key(0), gram.gram_operator(x, delta=0.5, normalize=False)).value  # noqa: E731
     en = lambda x: est_h(jax.random.key(0), gram.gram_operator(x, normalize=False)).value  # noqa: E731
     a64 = np.asarray(emb, np.float64)
     g_ld_exact = 2 * a64 @ np.linalg.inv(a64.T @ a64 + 0.5 * np.eye(m))

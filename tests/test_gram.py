@@ -13,7 +13,7 @@ from tests._reference import healthy, normalize_rows
 @pytest.mark.parametrize("normalize", [True, False])
 def test_operator_products_match_dense(rng, side, normalize):
     a = healthy(rng, 60, 9).astype(np.float32)
-    op = gram.gram_operator(a, ridge=0.25, side=side, normalize=normalize)
+    op = gram.gram_operator(a, delta=0.25, side=side, normalize=normalize)
     v = normalize_rows(a) if normalize else a.astype(np.float64)
     dense = (v.T @ v if side == "feature" else v @ v.T) + 0.25 * np.eye(op.dim)
     np.testing.assert_allclose(np.asarray(op.dense()), dense, rtol=1e-6, atol=1e-6)

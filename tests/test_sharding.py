@@ -171,7 +171,7 @@ def test_sharded_sigma_checks_arguments(meshes, data):
 
 def test_sharded_operator_equals_single_device(meshes, data, rng):
     ridge = 1e-2
-    op0 = gram.gram_operator(jnp.asarray(data), ridge=ridge)
+    op0 = gram.gram_operator(jnp.asarray(data), delta=ridge)
     v = rng.normal(size=(5, M)).astype(np.float32)
     a_s = np.abs(_normalized64(data))
     bound = 2 * (M + N + 4) * U32 * (np.abs(v) @ a_s.T @ a_s) + 2 * U32 * ridge * np.abs(v)
@@ -181,7 +181,7 @@ def test_sharded_operator_equals_single_device(meshes, data, rng):
     apply = jax.jit(lambda op, v: (op.matmat_rows(v), op.matvec(v[0]), op.matmat(v.T)))
     diag_bound = 2 * (N + 4) * U32 * (a_s**2).sum(0) + U32 * ridge
     for k, mesh in meshes.items():
-        op = sh.sharded_gram_operator(data, mesh, ridge=ridge)
+        op = sh.sharded_gram_operator(data, mesh, delta=ridge)
         assert op.shape == (M, M) and op.dim == M
         rows, vec, cols = apply(op, jnp.asarray(v))  # the operator crosses jit as a pytree
         assert np.all(np.abs(np.asarray(rows) - ref) <= bound), k

@@ -7,7 +7,7 @@ or a dense symmetric array.  See ``docs`` in each submodule for the maths.
 
 Example:
     >>> from sigma_jax import gram, estimators as est
-    >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (2000, 256)), ridge=1e-3)
+    >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (2000, 256)), delta=1e-3)
     >>> e = jax.jit(est.slq_estimator(est.spectral_entropy(), 32, 30, deflate=32, shift=-1e-3))(jax.random.key(1), op)
     >>> lo, hi = e.ci
 """

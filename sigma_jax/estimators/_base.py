@@ -17,6 +17,8 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sigma_jax.operators import as_operator
+
 __all__ = ["Estimate", "sample_probes", "t_quantile", "estimate_from_samples", "operator_dim", "matmat_rows",
            "operator_trace", "SAMPLERS"]
 
@@ -138,18 +140,13 @@ def estimate_from_samples(samples, offsets, combine: Callable, level: float, num
 
 
 def operator_dim(op) -> int:
-    """Size d of a square operator (``.dim`` or ``.shape[0]``).
+    """Size d of a square operator (:func:`sigma_jax.operators.as_operator` decides what is one).
 
     Example:
         >>> operator_dim(jnp.eye(5))
         5
     """
-    if hasattr(op, "dim"):
-        return int(op.dim)
-    if hasattr(op, "shape"):
-        return int(op.shape[0])
-    raise TypeError(f"operator of type {type(op).__name__} has neither `.dim` nor `.shape`; wrap a matvec with "
-                    "`sigma_jax.estimators.linear_operator(matvec, dim)`.")
+    return int(as_operator(op).dim)
 
 
 def matmat_rows(op) -> Callable:
@@ -160,12 +157,7 @@ def matmat_rows(op) -> Callable:
         >>> mm(jnp.ones((2, 3))).tolist()
         [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
     """
-    if hasattr(op, "matmat_rows"):
-        return op.matmat_rows
-    if hasattr(op, "shape") and hasattr(op, "T") and not callable(op):  # a dense (symmetric) array
-        return lambda v: v @ op.astype(v.dtype)
-    raise TypeError(f"operator of type {type(op).__name__} has no `matmat_rows`; pass a GramOperator, a "
-                    "KernelOperator, a dense symmetric array, or wrap a matvec with `linear_operator`.")
+    return as_operator(op).matmat_rows
 
 
 def operator_trace(op):
@@ -178,11 +170,8 @@ def operator_trace(op):
         >>> operator_trace(linear_operator(lambda v: v, 3)) is None
         True
     """
-    if hasattr(op, "trace") and callable(op.trace):
-        return op.trace()
-    if hasattr(op, "shape") and hasattr(op, "T") and not callable(op):
-        return jnp.trace(op)
-    return None
+    op = as_operator(op)
+    return op.trace() if callable(getattr(op, "trace", None)) else None
 
 
 def check_counts(**kw):

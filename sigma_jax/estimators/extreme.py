@@ -28,7 +28,7 @@ Floating point: Ritz values carry an error of about ``eps * ||A||``; brackets ar
 
 Example:
     >>> from sigma_jax import gram
-    >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (400, 30)), ridge=1e-3)
+    >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (400, 30)), delta=1e-3)
     >>> br = jax.jit(eigen_brackets(20))(jax.random.key(1), op)
     >>> bool(br.max_low <= br.max_high)
     True
@@ -95,7 +95,7 @@ def _collatz_wielandt(op, power_steps: int):
             y = apply(x)
             x = y / jnp.max(y) + 1e-12        # stays strictly positive
         y = apply(x)
-        return jnp.max(y / x) + f64(op.ridge)
+        return jnp.max(y / x) + f64(op.delta)
 
 
 def eigen_brackets(num_steps: int, num_probes: int = 4, *, psd: bool = True, power_steps: int = 8,
@@ -147,7 +147,7 @@ def eigen_brackets(num_steps: int, num_probes: int = 4, *, psd: bool = True, pow
                     high = jnp.minimum(high, cw)
             else:
                 high = inf
-            floor = f64(getattr(operator, "ridge", 0.0)) if psd else -inf
+            floor = f64(getattr(operator, "delta", 0.0)) if psd else -inf
             safety = 32 * eps * jnp.sqrt(float(num_steps)) * jnp.maximum(jnp.abs(theta_max), jnp.abs(theta_min))
             return Brackets(theta_max - safety, jnp.maximum(high, theta_max) + safety,
                             jnp.minimum(floor, theta_min) - (safety if psd else 0.0), theta_min + safety,

@@ -4,7 +4,7 @@ Every estimator accepts an object with ``dim`` and ``matmat_rows(V) -> V A`` (pr
 stored as rows, ``A`` symmetric) and, optionally, ``trace()``.  Besides
 :class:`sigma_jax.gram.GramOperator` (``A^T A + delta I`` / ``A A^T + delta I``):
 
-* :class:`KernelOperator` -- the n x n sample-side kernel matrix ``scale * K + ridge I``
+* :class:`KernelOperator` -- the n x n sample-side kernel matrix ``scale * K + delta I``
   of a cosine or RBF kernel, never formed: rows of ``K`` are computed block by block
   (``block_rows`` at a time) inside each product, so memory is ``O(block_rows * n)``.
   With ``scale = 1/n`` and the cosine kernel its entropy is log of the Vendi score
@@ -22,27 +22,29 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 
 from sigma_jax import _checks
+from sigma_jax._linalg import HIGHEST
+from sigma_jax.operators import _deprecated_ridge
 
 __all__ = ["KernelOperator", "kernel_operator", "LinearOperator", "linear_operator"]
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["points", "gamma", "scale", "ridge"],
-                   meta_fields=["kind", "block_rows"])
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["points", "gamma", "scale", "delta"],
+                   meta_fields=["kind", "block_rows", "precision"])
 @dataclasses.dataclass(frozen=True)
 class KernelOperator:
-    """Matrix-free ``scale * K + ridge * I`` with ``K_ij = k(x_i, x_j)`` (n x n), a pytree.
+    """Matrix-free ``scale * K + delta * I`` with ``K_ij = k(x_i, x_j)`` (n x n), a pytree.
 
     Attributes:
         points: (n, m) samples (row-normalised already for ``kind="cosine"``).
         gamma: RBF inverse width, ``k(x, y) = exp(-gamma ||x - y||^2)``.
         scale: multiplies K (e.g. 1/n for Vendi).
-        ridge: added to the diagonal.
+        delta: added to the diagonal.
         kind: ``"cosine"`` or ``"rbf"``.
         block_rows: rows of K formed at a time inside a product.
     """
@@ -50,9 +52,18 @@ class KernelOperator:
     points: jax.Array
     gamma: jax.Array
     scale: jax.Array
-    ridge: jax.Array
+    delta: jax.Array
     kind: str = "cosine"
     block_rows: int = 1024
+    precision: Any = HIGHEST
+
+    symmetric = True
+    psd = True  # cosine and RBF kernels are positive semi-definite (delta >= 0)
+
+    @property
+    def ridge(self):
+        """Former name of :attr:`delta`."""
+        return self.delta
 
     @property
     def dim(self) -> int:
@@ -67,13 +78,13 @@ class KernelOperator:
         return self.points.dtype
 
     def _kernel_block(self, xb, x, sqb, sq):
-        g = xb @ x.T
+        g = jnp.matmul(xb, x.T, precision=self.precision)
         if self.kind == "cosine":
             return g
         return jnp.exp(-self.gamma.astype(g.dtype) * jnp.maximum(sqb[:, None] + sq[None, :] - 2.0 * g, 0.0))
 
     def matmat_rows(self, v):
-        """``V (scale K + ridge I)`` for (k, n) rows V."""
+        """``V (scale K + delta I)`` for (k, n) rows V."""
         x = self.points.astype(v.dtype)
         n = x.shape[0]
         b = min(self.block_rows, n)
@@ -87,11 +98,11 @@ class KernelOperator:
             xb = jax.lax.dynamic_slice_in_dim(xp, i * b, b)
             sqb = jax.lax.dynamic_slice_in_dim(sqp, i * b, b)
             kb = self._kernel_block(xb, x, sqb, sq)        # (b, n)
-            return v @ kb.T                                 # (k, b)
+            return jnp.matmul(v, kb.T, precision=self.precision)   # (k, b)
 
         out = jax.lax.map(block, jnp.arange(nb))            # (nb, k, b)
         out = jnp.transpose(out, (1, 0, 2)).reshape(v.shape[0], nb * b)[:, :n]
-        return self.scale.astype(v.dtype) * out + self.ridge.astype(v.dtype) * v
+        return self.scale.astype(v.dtype) * out + self.delta.astype(v.dtype) * v
 
     def matvec(self, v):
         return self.matmat_rows(v[None, :])[0]
@@ -99,15 +110,16 @@ class KernelOperator:
     def diagonal(self):
         x = self.points
         d = jnp.sum(x * x, axis=1) if self.kind == "cosine" else jnp.ones((x.shape[0],), x.dtype)
-        return self.scale * d + self.ridge
+        return self.scale * d + self.delta
 
     def trace(self):
-        """Exact ``tr(scale K + ridge I)`` (n * scale for RBF; sum of squared norms for cosine)."""
+        """Exact ``tr(scale K + delta I)`` (n * scale for RBF; sum of squared norms for cosine)."""
         return jnp.sum(self.diagonal())
 
 
 def kernel_operator(points, *, kind: str = "cosine", gamma: float = 1.0, scale: float | None = None,
-                    ridge: float = 0.0, normalize: bool = True, block_rows: int = 1024) -> KernelOperator:
+                    delta: float | None = None, normalize: bool = True, block_rows: int = 1024,
+                    precision=HIGHEST, ridge: float | None = None) -> KernelOperator:
     """Build a :class:`KernelOperator`.
 
     Args:
@@ -115,7 +127,8 @@ def kernel_operator(points, *, kind: str = "cosine", gamma: float = 1.0, scale: 
         kind: ``"cosine"`` (``K = X_hat X_hat^T``, rows L2-normalised when ``normalize``) or ``"rbf"``.
         gamma: RBF ``exp(-gamma ||x - y||^2)``.
         scale: factor on K; default ``1/n`` (the Vendi normalisation, ``tr = 1``).
-        ridge: diagonal shift.
+        delta: diagonal shift (``ridge`` is its deprecated name).
+        precision: matmul precision of the kernel blocks and products.
         block_rows: rows of K per block inside products.
 
     Example:
@@ -125,6 +138,7 @@ def kernel_operator(points, *, kind: str = "cosine", gamma: float = 1.0, scale: 
         >>> np.round(3 * np.asarray(kop.matmat_rows(jnp.eye(3))), 4).tolist()      # n K / n = K
         [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
     """
+    delta = _deprecated_ridge(delta, ridge, "kernel_operator")
     points = _checks.check_float_array(points, "points")
     if kind not in ("cosine", "rbf"):
         raise ValueError(f"`kind` must be 'cosine' or 'rbf', got {kind!r}.")
@@ -137,10 +151,11 @@ def kernel_operator(points, *, kind: str = "cosine", gamma: float = 1.0, scale: 
     n = points.shape[0]
     scale = 1.0 / n if scale is None else scale
     f = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return KernelOperator(points, f(gamma), f(scale), f(ridge), kind, block_rows)
+    return KernelOperator(points, f(gamma), f(scale), f(delta), kind, block_rows, precision)
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["params"], meta_fields=["fn", "dim", "trace_fn"])
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["params"],
+                   meta_fields=["fn", "dim", "trace_fn", "psd"])
 @dataclasses.dataclass(frozen=True)
 class LinearOperator:
     """A symmetric operator given by ``fn(params, v) -> A v``; ``params`` stay traced (differentiable)."""
@@ -149,6 +164,9 @@ class LinearOperator:
     fn: Callable
     dim: int
     trace_fn: Callable | None = None
+    psd: bool = False
+
+    symmetric = True
 
     @property
     def shape(self):
@@ -166,7 +184,8 @@ class LinearOperator:
         return self.trace_fn(self.params)
 
 
-def linear_operator(matvec: Callable, dim: int, *, params=None, trace: Callable | None = None) -> LinearOperator:
+def linear_operator(matvec: Callable, dim: int, *, params=None, trace: Callable | None = None,
+                    psd: bool = False) -> LinearOperator:
     """Wrap a symmetric ``matvec`` for the estimators.
 
     Args:
@@ -174,6 +193,8 @@ def linear_operator(matvec: Callable, dim: int, *, params=None, trace: Callable 
         dim: d.
         params: pytree passed to ``matvec`` (traced: gradients flow into it).
         trace: optional exact ``trace(params) -> tr A`` (improves entropy / participation ratio).
+        psd: declare the operator positive semi-definite (its eigenvalue brackets then floor
+            ``lambda_min`` at 0).  The operator must be symmetric either way (Lanczos).
 
     Example:
         >>> op = linear_operator(lambda v: 2.0 * v, 10)
@@ -185,4 +206,4 @@ def linear_operator(matvec: Callable, dim: int, *, params=None, trace: Callable 
     if not isinstance(dim, int) or dim < 1:
         raise ValueError(f"`dim` must be a positive int, got {dim!r}.")
     fn = (lambda p, v: matvec(v)) if params is None else matvec
-    return LinearOperator(params, fn, dim, trace)
+    return LinearOperator(params, fn, dim, trace, bool(psd))

@@ -39,7 +39,7 @@ Lanczos error of ``f'(A) z`` (largest for ``1/(lambda + delta)`` with tiny
 
 Example:
     >>> from sigma_jax import gram
-    >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (100, 8)), ridge=1e-3)
+    >>> op = gram.gram_operator(jax.random.normal(jax.random.key(0), (100, 8)), delta=1e-3)
     >>> est = jax.jit(slq_estimator(logdet(), num_probes=4, num_steps=6))(jax.random.key(1), op)
     >>> float(est.stderr) > 0
     True

@@ -1,6 +1,8 @@
 r"""SIGMA's log-det quantities through the Gram operator only (never forming ``G``), with confidence intervals.
 
-Same quantities and field names as :class:`sigma_jax.core.SigmaReport` (see ``sigma_jax.core``):
+A *producer* of SIGMA's statistics (:class:`sigma_jax.report.SigmaStats`); the report is assembled by
+:func:`sigma_jax.report.report_from_stats`, the same assembler as the exact path's, so the result is a
+:class:`sigma_jax.report.SigmaReport` with ``exact=False``:
 
 * ``S = logdet(G_A + delta I)`` and ``logdet(G_A + (beta + delta) I)`` from **one** (optionally
   deflated) SLQ run on ``G_A + delta I`` (Krylov spaces are shift-invariant: the second is the
@@ -9,7 +11,7 @@ Same quantities and field names as :class:`sigma_jax.core.SigmaReport` (see ``si
 * the Theorem-3 band ``z sd(q) sqrt(1/n_A - 1/n_total)`` and the second-order ``bias`` from
   ``q_i = n_A v_i^T (G_A + delta I)^{-1} v_i`` on ``band_rows`` randomly chosen subset rows, each
   solved by block conjugate gradients (rows as probes, ``cg_iters`` iterations);
-* extra fields: ``stderr`` (standard error of ``S``, hence of ``u_cov``), ``stderr_upper`` (of
+* the report's ``logdet_stderr`` (standard error of ``S``, hence of ``u_cov``), ``upper_stderr`` (of
   ``upper`` and ``g_kf``), ``num_matvecs`` and ``cg_residual`` (max relative CG residual).
 
 Cost: ``num_probes * num_steps + (power_iters + 2)(deflate + oversample)`` products with ``G_A``
@@ -30,20 +32,20 @@ Example:
 
 from __future__ import annotations
 
-import math
-from typing import NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from sigma_jax import _checks, gram
-from sigma_jax.core import SigmaReport
 from sigma_jax._x64 import f64, x64
 from sigma_jax.estimators import _base
 from sigma_jax.estimators.krylov import lanczos, ritz
 from sigma_jax.estimators.slq import _samples, top_eigenspace
+from sigma_jax.operators import GramOperator, gram_operator
+from sigma_jax.report import (LogdetEstimates, SigmaInputs, SigmaReport, SigmaStats, check_finite, report_from_stats,
+                              report_shifts, resolve_inputs, row_moments, validate_rows)
 
-__all__ = ["StochasticSigmaReport", "sigma_stochastic", "AUTO_CROSSOVER_M"]
+__all__ = ["StochasticSigmaReport", "sigma_stochastic", "stochastic_stats", "AUTO_CROSSOVER_M"]
 
 #: ``sigma(..., method="auto")``: use the stochastic path for ``m >= AUTO_CROSSOVER_M`` when all rows are
 #: observed (``n_A == n_total``, no Theorem-3 band to compute).  Measured on the shared 2-core CPU with
@@ -53,31 +55,8 @@ __all__ = ["StochasticSigmaReport", "sigma_stochastic", "AUTO_CROSSOVER_M"]
 #: (m = 4096: 14.0 s exact vs 27.6 s f32 / 78.5 s f64), so "auto" should stay exact there.
 AUTO_CROSSOVER_M = 4096
 
-
-_EXTRA_FIELDS = ("stderr", "stderr_upper", "num_matvecs", "cg_residual")
-_StochasticFields = NamedTuple("_StochasticFields",
-                               [(f, jax.Array) for f in SigmaReport._fields + _EXTRA_FIELDS])
-
-
-class StochasticSigmaReport(_StochasticFields):
-    """:class:`sigma_jax.core.SigmaReport` fields plus the estimator's uncertainty and cost.
-
-    Fields are ``SigmaReport._fields`` followed by ``stderr`` (of ``S`` and ``u_cov``),
-    ``stderr_upper`` (of ``upper`` and ``g_kf``), ``num_matvecs`` and ``cg_residual``;
-    ``summary``, ``to_dict``, ``u_cov_interval`` and ``u_cov_debiased`` are SigmaReport's.
-    """
-
-    __slots__ = ()
-    u_cov_interval = SigmaReport.u_cov_interval
-    u_cov_debiased = SigmaReport.u_cov_debiased
-    to_dict = SigmaReport.to_dict
-    summary = SigmaReport.summary
-
-    @property
-    def logdet_ci(self):
-        """Interval for ``S`` from the estimator's own error (t quantile approximated by z)."""
-        z = _base.t_quantile(0.5 + float(self.level) / 2.0, 10**6)
-        return self.logdet - z * self.stderr, self.logdet + z * self.stderr
+#: Former name of the stochastic report: every SIGMA path now returns :class:`SigmaReport`.
+StochasticSigmaReport = SigmaReport
 
 
 def _block_cg(mm, b, iters: int, tol: float, precond=None):
@@ -119,13 +98,16 @@ def _deflation_preconditioner(space):
     return lambda r: r / sigma + ((r @ u.T) * coef) @ u
 
 
+_OPTIONS = ("num_probes", "num_steps", "deflate", "oversample", "power_iters", "band_rows", "cg_iters", "cg_tol",
+            "dtype")
+
+
 def sigma_stochastic(key, embeddings, *, n_total: int | None = None, subset=None, delta: float = 1e-3,
                      rho: float = 1.0, normalize: bool = True, level: float = 0.95, num_probes: int = 32,
                      num_steps: int = 40, deflate: int = 16, oversample: int = 8, power_iters: int = 2,
                      band_rows: int = 64, cg_iters: int = 300, cg_tol: float = 1e-4, dtype=jnp.float64,
-                     ridge_only: bool = False,
-                     validate: bool = True) -> StochasticSigmaReport:
-    r"""Stochastic (matrix-free) SIGMA report.
+                     ridge_only: bool = False, validate: bool = True) -> SigmaReport:
+    r"""Stochastic (matrix-free) SIGMA report; the same as ``sigma_jax.sigma(..., method="stochastic")``.
 
     Args:
         key: PRNG key (subset draw as in ``sigma_jax.sigma``; probes from ``fold_in(key, 1)``).
@@ -139,51 +121,79 @@ def sigma_stochastic(key, embeddings, *, n_total: int | None = None, subset=None
             collapsed embeddings; float32 halves the cost and is fine for healthy ones).
 
     Returns:
-        :class:`StochasticSigmaReport`.
+        :class:`sigma_jax.report.SigmaReport` with ``exact=False``.
 
     Example:
         >>> from sigma_jax.core import sigma
         >>> emb = jax.random.normal(jax.random.key(0), (300, 24))
         >>> rep = sigma_stochastic(jax.random.key(1), emb, subset=200, num_steps=12, deflate=0, band_rows=16)
         >>> exact = sigma(emb, subset=200, key=jax.random.key(1))      # same key: same 200 rows
-        >>> bool(abs(float(rep.u_cov) - float(exact.u_cov)) < 4 * float(rep.stderr) + 1e-2)
+        >>> bool(abs(float(rep.u_cov) - float(exact.u_cov)) < 4 * float(rep.logdet_stderr) + 1e-2)
         True
     """
-    from sigma_jax import core  # local: core imports nothing from here
+    inp = resolve_inputs(embeddings, n_total=n_total, subset=subset, key=key, delta=delta, rho=rho, level=level,
+                         ridge_only=ridge_only)
+    if validate:
+        validate_rows(inp, normalize=normalize, rho=rho)
+    report = stochastic_report(key, inp, delta=delta, rho=rho, normalize=normalize, level=level,
+                               num_probes=num_probes, num_steps=num_steps, deflate=deflate, oversample=oversample,
+                               power_iters=power_iters, band_rows=band_rows, cg_iters=cg_iters, cg_tol=cg_tol,
+                               dtype=dtype)
+    return check_finite(report, delta) if validate else report
 
-    embeddings = _checks.check_float_array(embeddings, "embeddings")
-    core._check_scalars(delta, rho, level)
+
+def stochastic_report(key, inp: SigmaInputs, *, delta: float, rho: float, normalize: bool, level: float,
+                      **options: Any) -> SigmaReport:
+    """The stochastic producer plus the one assembler, on validated inputs (used by ``sigma_jax.sigma``).
+
+    Example:
+        >>> inp = resolve_inputs(jax.random.normal(jax.random.key(0), (300, 24)))
+        >>> rep = stochastic_report(jax.random.key(1), inp, delta=1e-3, rho=1.0, normalize=True, level=0.95,
+        ...                         num_steps=12, deflate=0)
+        >>> bool(rep.exact)
+        False
+    """
+    unknown = set(options) - set(_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown stochastic option(s) {sorted(unknown)}; choose from {_OPTIONS}.")
+    rows = jnp.asarray(inp.embeddings) if inp.idx is None else jnp.asarray(inp.embeddings)[jnp.asarray(inp.idx)]
+    stats = stochastic_stats(jax.random.fold_in(key, 1), rows, n_total=inp.n_total, delta=delta, rho=rho,
+                             normalize=normalize, **options)
+    return report_from_stats(stats, delta=delta, rho=rho, level=level)
+
+
+def stochastic_stats(key, rows, *, n_total: int | None = None, delta: float = 1e-3, rho: float = 1.0,
+                     normalize: bool = True, num_probes: int = 32, num_steps: int = 40, deflate: int = 16,
+                     oversample: int = 8, power_iters: int = 2, band_rows: int = 64, cg_iters: int = 300,
+                     cg_tol: float = 1e-4, dtype=jnp.float64) -> SigmaStats:
+    """The matrix-free producer: SLQ estimates of the report's log-dets and CG-solved q-moments of a row sample.
+
+    ``rows`` are the observed subset rows (n_A, m); ``key`` draws deflation, probes and the band's rows.
+
+    Example:
+        >>> s = stochastic_stats(jax.random.key(0), jax.random.normal(jax.random.key(1), (300, 24)), n_total=600,
+        ...                      num_steps=12, deflate=0, band_rows=16)
+        >>> s.logdets.value.shape, int(s.q_count)
+        ((2,), 16)
+    """
+    n_sub, m = rows.shape
+    n_total = n_sub if n_total is None else int(n_total)
     _base.check_counts(num_probes=num_probes, num_steps=num_steps, band_rows=band_rows, cg_iters=cg_iters)
-    n, m = embeddings.shape
-    n_total = n if n_total is None else int(n_total)
-    if n_total < n:
-        raise ValueError(f"`n_total`={n_total} is smaller than the number of rows n={n}.")
-    idx = core.resolve_subset(subset, n, key)
-    n_sub = n if idx is None else int(idx.shape[0])
-    if n_sub <= m and not ridge_only:
-        raise ValueError(f"SIGMA needs more observed rows than dimensions (n_A={n_sub} <= m={m}): pass more rows or "
-                         f"a larger `subset`, or opt in with `ridge_only=True`.")
     if num_steps > m - deflate:
         raise ValueError(f"`num_steps`={num_steps} must be <= m - deflate = {m - deflate}.")
-    if validate and _checks.is_concrete(embeddings):
-        _checks.check_embeddings(embeddings if idx is None else jnp.asarray(embeddings)[jnp.asarray(idx)],
-                                 "embeddings", normalize=normalize, rho=rho)
-    rows = jnp.asarray(embeddings) if idx is None else jnp.asarray(embeddings)[jnp.asarray(idx)]
     with x64():
-        return _sigma_stochastic(jax.random.fold_in(key, 1), rows, n_total=n_total, delta=float(delta),
-                                 rho=float(rho), normalize=normalize, level=float(level), num_probes=num_probes,
-                                 num_steps=num_steps, deflate=deflate, oversample=oversample,
-                                 power_iters=power_iters, band_rows=min(band_rows, n_sub), cg_iters=cg_iters,
-                                 cg_tol=float(cg_tol),
-                                 dtype=jnp.dtype(dtype))
+        return _stochastic_stats(key, rows, n_total=n_total, delta=float(delta), rho=float(rho),
+                                 normalize=normalize, num_probes=num_probes, num_steps=num_steps, deflate=deflate,
+                                 oversample=oversample, power_iters=power_iters, band_rows=min(band_rows, n_sub),
+                                 cg_iters=cg_iters, cg_tol=float(cg_tol), dtype=jnp.dtype(dtype))
 
 
-def _sigma_stochastic_impl(key, rows, *, n_total, delta, rho, normalize, level, num_probes, num_steps, deflate,
+def _stochastic_stats_impl(key, rows, *, n_total, delta, rho, normalize, num_probes, num_steps, deflate,
                            oversample, power_iters, band_rows, cg_iters, cg_tol, dtype):
     n_sub, m = rows.shape
-    beta = float(n_total - n_sub) * rho
-    op = gram.gram_operator(rows.astype(dtype), ridge=delta, normalize=normalize)
-    op = gram.GramOperator(op.embeddings, op.row_scale, jnp.asarray(delta, dtype), op.side)
+    shifts = report_shifts(delta, n_sub, n_total, rho)
+    op = gram_operator(rows.astype(dtype), normalize=normalize)
+    op = GramOperator(op.embeddings, op.row_scale, jnp.asarray(delta, dtype), op.side, op.precision)
     mm = op.matmat_rows
     k_defl, k_probe, k_band = jax.random.split(key, 3)
     space = top_eigenspace(k_defl, op, deflate, oversample=oversample, power_iters=power_iters,
@@ -193,20 +203,14 @@ def _sigma_stochastic_impl(key, rows, *, n_total, delta, rho, normalize, level, 
     nodes, weights = ritz(tri)
     rv = space.values if space is not None else jnp.zeros((0,), jnp.float64)
     log = lambda x: jnp.log(jnp.maximum(x, jnp.finfo(jnp.float64).tiny))  # noqa: E731
-    x = _samples(nodes, weights, (log, lambda t: log(t + beta)))
-    offsets = jnp.stack([jnp.sum(log(rv)), jnp.sum(log(rv + beta))])
-    s_est = _base.estimate_from_samples(x[:, :1], offsets[:1], lambda mu, a: mu[0], level, 0)
-    up_est = _base.estimate_from_samples(x[:, 1:], offsets[1:], lambda mu, a: mu[0], level, 0)
-    s, upper = s_est.value, up_est.value
-    u_cov = s - m * math.log(n_sub)
-    g_kf = upper - m * math.log(beta + delta)
-    frac = 1.0 / n_sub - 1.0 / n_total
-    z95 = _base.t_quantile(0.5 + level / 2.0, 10**9)
-    if n_sub == n_total:
-        sd_q = hw = bias = jnp.zeros((), jnp.float64)
-        cg_res = jnp.zeros((), jnp.float64)
-        mv_band = jnp.zeros((), jnp.int32)
-    else:
+    extra = [s - delta for s in shifts]  # the operator already holds delta
+    fns = tuple((lambda t, e=e: log(t + e)) for e in extra)
+    x = _samples(nodes, weights, fns)
+    offsets = jnp.stack([jnp.sum(log(rv + e)) for e in extra])
+    ests = [_base.estimate_from_samples(x[:, i:i + 1], offsets[i:i + 1], lambda mu, a: mu[0], 0.95, 0)
+            for i in range(len(extra))]
+    q_sums, q_count, cg_res, mv_band = None, band_rows, jnp.zeros((), jnp.float64), jnp.zeros((), jnp.int32)
+    if n_sub < n_total:
         pick = jax.random.choice(k_band, n_sub, (band_rows,), replace=False)
         v = f64(rows[pick])
         if normalize:
@@ -214,20 +218,14 @@ def _sigma_stochastic_impl(key, rows, *, n_total, delta, rho, normalize, level, 
         v = v.astype(dtype)
         sol, cg_res, used = _block_cg(mm, v, cg_iters, cg_tol,
                                        None if space is None else _deflation_preconditioner(space))
-        q = n_sub * jnp.sum(f64(sol) * f64(v), axis=1)
-        sd_q = jnp.std(q, ddof=1)
-        hw = z95 * sd_q * math.sqrt(frac)
-        bias = -0.5 * frac * (jnp.mean(q * q) - 2.0 * jnp.mean(q) + m)
+        q_sums = row_moments(n_sub * jnp.sum(f64(sol) * f64(v), axis=1))
         mv_band = used * band_rows
     mv = num_probes * num_steps + (space.num_matvecs if space is not None else 0) + mv_band
-    c = lambda val, dt=jnp.float64: jnp.asarray(val, dt)  # noqa: E731
-    return StochasticSigmaReport(
-        logdet=s, u_cov=u_cov, g_kf=g_kf, lower=s, upper=upper, ci_halfwidth=hw, bias=bias, sd_q=sd_q,
-        beta=c(beta), n_sub=c(n_sub, jnp.int32), n_total=c(n_total, jnp.int32), dim=c(m, jnp.int32),
-        delta=c(delta), rho=c(rho), level=c(level), stderr=s_est.stderr, stderr_upper=up_est.stderr,
-        num_matvecs=c(mv, jnp.int32), cg_residual=f64(cg_res))
+    logdets = LogdetEstimates(jnp.stack([e.value for e in ests]), jnp.stack([e.stderr for e in ests]),
+                              jnp.asarray(mv, jnp.int32), f64(cg_res))
+    return SigmaStats(None, logdets, q_sums, q_count, n_sub, n_total, m)
 
 
-_sigma_stochastic = jax.jit(_sigma_stochastic_impl, static_argnames=(
-    "n_total", "delta", "rho", "normalize", "level", "num_probes", "num_steps", "deflate", "oversample",
+_stochastic_stats = jax.jit(_stochastic_stats_impl, static_argnames=(
+    "n_total", "delta", "rho", "normalize", "num_probes", "num_steps", "deflate", "oversample",
     "power_iters", "band_rows", "cg_iters", "cg_tol", "dtype"))
