@@ -15,10 +15,13 @@ Runtime: ~10 s on 2 CPU cores.
 
 Contents of the .npz (no pickled objects; load with ``allow_pickle=False``):
 
-* ``texts``            (n,) fixed-width unicode: the sentences (short, > 256 tokens,
-                        between 128 and 256 tokens, unicode scripts, empty and blank).
-* ``embeddings_128``   (n, 384) float32, ``max_seq_length=128`` (sigma_jax's default).
-* ``embeddings_256``   (n, 384) float32, ``max_seq_length=256`` (sentence-transformers' default).
+* ``texts``            (n,) fixed-width unicode: the sentences (short, one of 356 tokens —
+                        over 256, truncated under both settings —, one of 179 tokens —
+                        between 128 and 256 —, unicode scripts, empty and blank).
+* ``embeddings_128``   (n, 384) float32, ``max_seq_length=128`` (sigma_jax's faster option,
+                        ``MiniLMEncoder.load(max_length=128)``).
+* ``embeddings_256``   (n, 384) float32, ``max_seq_length=256`` (sentence-transformers' setting
+                        for this model and sigma_jax's default, ``MiniLMEncoder.load()``).
 * ``embeddings_128_b1`` (n, 384) float32, like ``embeddings_128`` but with ``batch_size=1``
                         (no padding): its difference to ``embeddings_128`` is the reference's
                         own float32 noise floor, used to justify the test tolerance.

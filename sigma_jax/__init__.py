@@ -13,7 +13,8 @@ sufficient statistics), ``gram`` (dense and streamed producers, streaming Gram),
 spectrum), ``bounds`` (deterministic inequalities), and, imported on first use,
 ``estimators`` (matrix-free stochastic estimators), ``sharding`` (the Gram operator
 on a device mesh and inside pmap/shard_map steps), ``monitor`` (in-loop spectral
-monitor), ``analysis`` (one-call tables), ``encoders`` (frozen MiniLM), ``lm`` (small
+monitor), ``analysis`` (one-call tables), ``encoders`` (frozen MiniLM, registry), ``texts``
+(reading text files, embedding them with a cache), ``lm`` (small
 Flax LMs), ``collapse`` (strategies, toy chains, the recursive pipeline), ``datasets``.
 """
 
@@ -57,7 +58,7 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"estimators", "sharding", "monitor", "lm", "encoders", "collapse", "datasets", "cli", "analysis"}
+_LAZY = {"estimators", "sharding", "monitor", "lm", "encoders", "collapse", "datasets", "cli", "analysis", "texts"}
 
 
 def __getattr__(name):  # topic modules with heavier imports load on first use

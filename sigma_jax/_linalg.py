@@ -14,7 +14,7 @@ import jax.numpy as jnp
 
 from sigma_jax._x64 import f64, x64
 
-__all__ = ["HIGHEST", "logdet_spd", "inv_chol", "z_quantile", "mm"]
+__all__ = ["HIGHEST", "logdet_spd", "inv_chol", "z_quantile", "t_quantile", "mm"]
 
 HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -90,3 +90,17 @@ def z_quantile(level: float) -> float:
         1.96
     """
     return NormalDist().inv_cdf(0.5 + float(level) / 2.0)
+
+
+def t_quantile(p: float, dof: int) -> float:
+    """Quantile of Student's t with ``dof`` degrees of freedom (SciPy); the normal quantile for dof < 1.
+
+    Example:
+        >>> round(t_quantile(0.975, 10), 3), round(t_quantile(0.975, 0), 3)
+        (2.228, 1.96)
+    """
+    if dof < 1:
+        return NormalDist().inv_cdf(p)
+    from scipy.stats import t as _t
+
+    return float(_t.ppf(p, dof))

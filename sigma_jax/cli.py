@@ -14,6 +14,7 @@ import os
 import sys
 
 import jax
+import numpy as np  # noqa: F401 (examples)
 
 from sigma_jax import _io
 
@@ -101,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the ``sigma-jax`` command line with ``argv`` (default ``sys.argv[1:]``); returns the exit code.
+
+    Example:
+        >>> import tempfile, os
+        >>> path = os.path.join(tempfile.mkdtemp(), "e.npy")
+        >>> np.save(path, np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32))
+        >>> main(["analyze", path])   # doctest: +ELLIPSIS
+        == ...e.npy  (n=200, m=4)
+        ...
+        0
+    """
     args = build_parser().parse_args(argv)
     return int(args.func(args) or 0)
 

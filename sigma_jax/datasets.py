@@ -1,7 +1,7 @@
 """Built-in synthetic embeddings: healthy vs progressively collapsed, with a known mechanism.
 
 The collapse mechanism is the d-dimensional Gaussian refit chain of the
-model-collapse literature (see ``collapse-references.md``, "Exact oracles"):
+model-collapse literature (see ``docs/collapse-references.md``, "Exact oracles"):
 generation 0 draws from ``N(0, Sigma_0)``; generation g+1 refits the covariance
 by maximum likelihood on ``fit_samples`` draws of generation g and samples from
 it.  The eigenvalues of ``Sigma_g`` spread apart and ``E[log det Sigma_g]``

@@ -23,6 +23,16 @@ __all__ = ["run_demo"]
 
 def run_demo(out: str = "results/demo", seed: int = 0, n_generations: int = 5, n_samples: int = 1200,
              dim: int = 384, n_sub: int = 800, fit_samples: int = 2000) -> dict:
+    """Run the synthetic collapse demo; prints the drift table and writes ``report.json`` (+ ``drift.png``).
+
+    Example:
+        >>> import tempfile
+        >>> res = run_demo(out=tempfile.mkdtemp(), n_generations=1, n_samples=300, dim=8, n_sub=200,
+        ...                fit_samples=40)   # doctest: +ELLIPSIS
+        SIGMA on a synthetic collapse ...
+        >>> len(res["generations"])
+        2
+    """
     key = jax.random.key(seed)
     gens = np.asarray(collapsing_generations(jax.random.fold_in(key, 0), n_generations=n_generations,
                                              n_samples=n_samples, dim=dim, fit_samples=fit_samples))

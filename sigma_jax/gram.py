@@ -39,7 +39,7 @@ from sigma_jax import _checks, _io
 from sigma_jax._linalg import HIGHEST, inv_chol
 from sigma_jax._x64 import f64, join, split, x64
 from sigma_jax.operators import GramOperator, gram_operator  # re-exported: the operator lives in operators.py
-from sigma_jax.report import SigmaStats, row_moments
+from sigma_jax.report import NUM_MOMENTS, SigmaStats, band_ridge, row_moments
 
 __all__ = [
     "GramState",
@@ -199,19 +199,22 @@ def _q_chunk(rows, inv_l, n_sub, normalize: bool, mask=None):
     """:func:`sigma_jax.report.row_moments` of ``q_i = n_A ||L^{-1} v_i||^2`` over one chunk.  Call inside x64()."""
     a = normalized_rows64(rows, normalize, mask)
     w = jnp.matmul(a, inv_l.T, precision=HIGHEST)  # (c, m): rows L^{-1} v_i
-    return row_moments(n_sub * jnp.sum(w * w, axis=1))
+    return row_moments(n_sub * jnp.sum(w * w, axis=1), n_sub)
 
 
-def q_moments(rows, gram_a, *, delta: float = 1e-3, n_sub=None, normalize: bool = True,
+def q_moments(rows, gram_a, *, delta: float = 1e-3, n_sub=None, n_total=None, normalize: bool = True,
               chunk_rows: int = DEFAULT_CHUNK_ROWS, mask=None):
-    """Sums of :func:`sigma_jax.report.row_moments` over the subset rows: ``(sum q_i, sum q_i^2)``.
+    """Sums of :func:`sigma_jax.report.row_moments` over the subset rows (``sum q_i, sum q_i^2, ...``).
 
-    ``q_i = v_i^T C^{-1} v_i`` with ``C = (G_A + delta I)/n_A``.
+    ``q_i = v_i^T C^{-1} v_i`` with ``C = (G_A + eps I)/n_A``: ``eps`` is the report's band ridge
+    :func:`sigma_jax.report.band_ridge` ``= delta n_A / n_total`` when ``n_total`` is given (what
+    :func:`sigma_jax.sigma_from_gram` expects), else ``delta`` itself.
 
     Args:
         rows: (n_A, m) subset rows (or one shard of them: the sums add across shards).
         gram_a: (m, m) ``G_A`` of the whole subset.
         n_sub: ``n_A`` (defaults to ``rows.shape[0]``; pass it when ``rows`` is a shard).
+        n_total: the full sample size of the report these moments are for.
         mask: optional (n,) 0/1 row weights (masked rows contribute nothing).
 
     Example:
@@ -221,8 +224,9 @@ def q_moments(rows, gram_a, *, delta: float = 1e-3, n_sub=None, normalize: bool 
         3.0
     """
     n_sub = rows.shape[0] if n_sub is None else n_sub
+    ridge = delta if n_total is None else band_ridge(delta, n_sub, n_total)
     with x64():
-        inv_l = inv_chol(gram_a, delta)
+        inv_l = inv_chol(gram_a, ridge)
         if mask is None:
             return chunked_sum((rows,), chunk_rows, lambda b: _q_chunk(b, inv_l, n_sub, normalize))
         return chunked_sum((rows, mask), chunk_rows, lambda b, w: _q_chunk(b, inv_l, n_sub, normalize, w))
@@ -249,7 +253,7 @@ def dense_stats(rows, *, n_total: int | None = None, delta: float = 1e-3, normal
     g = gram_f64(rows, normalize=normalize, chunk_rows=chunk_rows, precision=precision)
     q = None
     if n_sub < n_total:
-        q = q_moments(rows, g, delta=delta, normalize=normalize, chunk_rows=chunk_rows)
+        q = q_moments(rows, g, delta=delta, n_total=n_total, normalize=normalize, chunk_rows=chunk_rows)
     return SigmaStats(g, None, q, n_sub, n_sub, n_total, m)
 
 
@@ -282,7 +286,7 @@ def host_stats(array, idx=None, *, n_total: int | None = None, delta: float = 1e
         >>> a = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
         >>> s = host_stats(a, n_total=600, chunk_rows=128)
         >>> int(s.n_sub), s.q_moments.shape
-        (300, (2,))
+        (300, (4,))
     """
     state = accumulate(_subset_blocks(array, idx, chunk_rows), dim=array.shape[1], normalize=normalize,
                        chunk_rows=chunk_rows, validate=False, progress=progress)
@@ -292,8 +296,8 @@ def host_stats(array, idx=None, *, n_total: int | None = None, delta: float = 1e
     q = None
     if n_sub < n_total:
         with x64():
-            inv_l = inv_chol(g, delta)
-            q = jnp.zeros((2,), jnp.float64)
+            inv_l = inv_chol(g, band_ridge(delta, n_sub, n_total))
+            q = jnp.zeros((NUM_MOMENTS,), jnp.float64)
             for block in _subset_blocks(array, idx, chunk_rows):
                 rows, mask = _io.pad_rows(np.asarray(block), chunk_rows)
                 q = q + _q_block_jit(jnp.asarray(rows), inv_l, n_sub, jnp.asarray(mask), normalize)

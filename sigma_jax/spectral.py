@@ -1,4 +1,4 @@
-r"""Functions of a spectrum, with the conventions of ``metric-conventions.md`` as explicit arguments.
+r"""Functions of a spectrum, with the conventions of ``docs/metric-conventions.md`` as explicit arguments.
 
 Every metric accepts either **eigenvalues** (1-D, those of ``G = A^T A`` or of
 ``G/n`` -- scale-free metrics do not care) or **embeddings** (2-D (n, m); the

@@ -73,7 +73,7 @@ def cat():
 # --------------------------------------------------------------------------- strategies inside jit
 
 
-_selection_weights = jax.jit(toy._selection_weights, static_argnums=(2, 3))
+_selection_weights = jax.jit(toy.counts._selection_weights, static_argnums=(2, 3))
 
 
 @pytest.mark.parametrize("name", strategies.STRATEGIES)
@@ -83,7 +83,7 @@ def test_selection_weights_take_source_counts(name):
     for g in range(g_max):
         np.testing.assert_array_equal(counts[g, : g + 1], strategies.source_counts(name, g, [n] * (g + 1)))
         assert not counts[g, g + 1:].any()
-        sub = toy._needs_subsample(counts, n)
+        sub = toy.counts._needs_subsample(counts, n)
         w = np.asarray(_selection_weights(jax.random.key(g), jnp.asarray(counts[g]), n, sub))
         np.testing.assert_array_equal(w.sum(axis=1), counts[g])  # every source contributes exactly its count
         assert set(np.unique(w)) <= {0.0, 1.0}  # sizes never exceed a source: no item used twice

@@ -11,12 +11,12 @@ error comes from the delta method ``se^2 = g^T Cov(x) g / k`` with
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
+from sigma_jax._linalg import t_quantile
 from sigma_jax.operators import as_operator
 
 __all__ = ["Estimate", "sample_probes", "t_quantile", "estimate_from_samples", "operator_dim", "matmat_rows",
@@ -57,32 +57,6 @@ class Estimate(NamedTuple):
 
         with x64():
             return (self.ci[0] <= truth) & (truth <= self.ci[1])
-
-
-def t_quantile(p: float, dof: int) -> float:
-    """Quantile of Student's t (Cornish-Fisher expansion in 1/dof; exact normal for dof -> inf).
-
-    Accurate to ~1e-3 for dof >= 4 and p <= 0.995 (dof is static: probe counts are fixed
-    by constructors).  dof < 1 falls back to the normal quantile.
-
-    Example:
-        >>> round(t_quantile(0.975, 10), 3), round(t_quantile(0.975, 0), 3)
-        (2.228, 1.96)
-    """
-    z = NormalDist().inv_cdf(p)
-    if dof < 1:
-        return z
-    try:  # scipy, when present, is exact
-        from scipy.stats import t as _t  # noqa: PLC0415
-
-        return float(_t.ppf(p, dof))
-    except ImportError:  # pragma: no cover - fallback expansion
-        v = float(dof)
-        g1 = (z**3 + z) / 4
-        g2 = (5 * z**5 + 16 * z**3 + 3 * z) / 96
-        g3 = (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / 384
-        g4 = (79 * z**9 + 776 * z**7 + 1482 * z**5 - 1920 * z**3 - 945 * z) / 92160
-        return z + g1 / v + g2 / v**2 + g3 / v**3 + g4 / v**4
 
 
 def sample_probes(key, num: int, dim: int, sampler: str = "rademacher", dtype=jnp.float32):

@@ -42,8 +42,8 @@ from sigma_jax.estimators import _base
 from sigma_jax.estimators.krylov import lanczos, ritz
 from sigma_jax.estimators.slq import _samples, top_eigenspace
 from sigma_jax.operators import GramOperator, gram_operator
-from sigma_jax.report import (LogdetEstimates, SigmaInputs, SigmaReport, SigmaStats, check_finite, report_from_stats,
-                              report_shifts, resolve_inputs, row_moments, validate_rows)
+from sigma_jax.report import (LogdetEstimates, SigmaInputs, SigmaReport, SigmaStats, band_ridge, check_finite,
+                              report_from_stats, report_shifts, resolve_inputs, row_moments, validate_rows)
 
 __all__ = ["StochasticSigmaReport", "sigma_stochastic", "stochastic_stats", "AUTO_CROSSOVER_M"]
 
@@ -174,7 +174,7 @@ def stochastic_stats(key, rows, *, n_total: int | None = None, delta: float = 1e
         >>> s = stochastic_stats(jax.random.key(0), jax.random.normal(jax.random.key(1), (300, 24)), n_total=600,
         ...                      num_steps=12, deflate=0, band_rows=16)
         >>> s.logdets.value.shape, int(s.q_count)
-        ((2,), 16)
+        ((5,), 16)
     """
     n_sub, m = rows.shape
     n_total = n_sub if n_total is None else int(n_total)
@@ -186,6 +186,24 @@ def stochastic_stats(key, rows, *, n_total: int | None = None, delta: float = 1e
                                  normalize=normalize, num_probes=num_probes, num_steps=num_steps, deflate=deflate,
                                  oversample=oversample, power_iters=power_iters, band_rows=min(band_rows, n_sub),
                                  cg_iters=cg_iters, cg_tol=float(cg_tol), dtype=jnp.dtype(dtype))
+
+
+def _trace_fns(delta: float, shifts):
+    """Functions of a node ``t = lambda + delta`` of ``G_A + delta I`` whose traces the report needs."""
+    log = lambda x: jnp.log(jnp.maximum(x, jnp.finfo(jnp.float64).tiny))  # noqa: E731
+    eps = shifts[2]
+    lam = lambda t: jnp.maximum(t - delta, 0.0)  # noqa: E731
+    fns = tuple((lambda t, e=sh - delta: log(t + e)) for sh in shifts)
+    return fns + (lambda t: lam(t) / (lam(t) + eps), lambda t: (lam(t) / (lam(t) + eps)) ** 2)
+
+
+def _quadrature_traces(tri, fns, offsets):
+    """Per-function estimates and standard errors of ``tr f(G + delta I)`` from a Lanczos run (plus offsets)."""
+    nodes, weights = ritz(tri)
+    x = _samples(nodes, weights, fns)
+    ests = [_base.estimate_from_samples(x[:, i:i + 1], offsets[i:i + 1], lambda mu, a: mu[0], 0.95, 0)
+            for i in range(len(fns))]
+    return jnp.stack([e.value for e in ests]), jnp.stack([e.stderr for e in ests])
 
 
 def _stochastic_stats_impl(key, rows, *, n_total, delta, rho, normalize, num_probes, num_steps, deflate,
@@ -200,30 +218,31 @@ def _stochastic_stats_impl(key, rows, *, n_total, delta, rho, normalize, num_pro
                            dtype=dtype) if deflate else None
     z = _base.sample_probes(k_probe, num_probes, m, "rademacher", dtype)
     tri = lanczos(mm, z, num_steps, deflation=None if space is None else space.vectors)
-    nodes, weights = ritz(tri)
+    fns = _trace_fns(delta, shifts)
     rv = space.values if space is not None else jnp.zeros((0,), jnp.float64)
-    log = lambda x: jnp.log(jnp.maximum(x, jnp.finfo(jnp.float64).tiny))  # noqa: E731
-    extra = [s - delta for s in shifts]  # the operator already holds delta
-    fns = tuple((lambda t, e=e: log(t + e)) for e in extra)
-    x = _samples(nodes, weights, fns)
-    offsets = jnp.stack([jnp.sum(log(rv + e)) for e in extra])
-    ests = [_base.estimate_from_samples(x[:, i:i + 1], offsets[i:i + 1], lambda mu, a: mu[0], 0.95, 0)
-            for i in range(len(extra))]
-    q_sums, q_count, cg_res, mv_band = None, band_rows, jnp.zeros((), jnp.float64), jnp.zeros((), jnp.int32)
+    offsets = jnp.stack([jnp.sum(f(f64(rv))) for f in fns])
+    value, stderr = _quadrature_traces(tri, fns, offsets)
+    # truncation guard: the same probes' quadrature after s/2 steps (the leading block of the same run)
+    h = max(num_steps // 2, 1)
+    half = type(tri)(tri.alphas[:, :h], tri.betas[:, :h], tri.norms, None, tri.residual)
+    value_half, _ = _quadrature_traces(half, fns, offsets)
+    q_sums, cg_res, mv_band = None, jnp.zeros((), jnp.float64), jnp.zeros((), jnp.int32)
     if n_sub < n_total:
         pick = jax.random.choice(k_band, n_sub, (band_rows,), replace=False)
         v = f64(rows[pick])
         if normalize:
             v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
         v = v.astype(dtype)
-        sol, cg_res, used = _block_cg(mm, v, cg_iters, cg_tol,
+        eps = band_ridge(delta, n_sub, n_total)   # the band's forms use the matched ridge
+        mm_eps = lambda x: mm(x) + jnp.asarray(eps - delta, dtype) * x  # noqa: E731
+        sol, cg_res, used = _block_cg(mm_eps, v, cg_iters, cg_tol,
                                        None if space is None else _deflation_preconditioner(space))
-        q_sums = row_moments(n_sub * jnp.sum(f64(sol) * f64(v), axis=1))
+        q_sums = row_moments(n_sub * jnp.sum(f64(sol) * f64(v), axis=1), n_sub)
         mv_band = used * band_rows
     mv = num_probes * num_steps + (space.num_matvecs if space is not None else 0) + mv_band
-    logdets = LogdetEstimates(jnp.stack([e.value for e in ests]), jnp.stack([e.stderr for e in ests]),
-                              jnp.asarray(mv, jnp.int32), f64(cg_res))
-    return SigmaStats(None, logdets, q_sums, q_count, n_sub, n_total, m)
+    logdets = LogdetEstimates(value, stderr, jnp.abs(value - value_half), jnp.asarray(mv, jnp.int32), f64(cg_res))
+    dof = num_probes - 1 if n_sub == n_total else min(num_probes, band_rows) - 1
+    return SigmaStats(None, logdets, q_sums, band_rows, n_sub, n_total, m, dof)
 
 
 _stochastic_stats = jax.jit(_stochastic_stats_impl, static_argnames=(

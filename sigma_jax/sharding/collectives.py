@@ -142,7 +142,7 @@ def sigma_stats_psum(local_rows, axis_name: AxisName, *, n_sub: int | None = Non
         >>> f = jax.shard_map(lambda a: sigma_stats_psum(a, "data", n_total=100).q_moments, mesh=make_mesh(),
         ...                   in_specs=P("data"), out_specs=P())
         >>> f(jax.random.normal(jax.random.key(0), (8 * jax.device_count(), 3))).shape
-        (2,)
+        (4,)
     """
     if n_sub is None:
         if mask is not None:
@@ -156,7 +156,7 @@ def sigma_stats_psum(local_rows, axis_name: AxisName, *, n_sub: int | None = Non
     g = _gram64_psum(local_rows, axis_name, normalize, mask, psum_mode, chunk_rows)
     q = None
     if n_sub < n_total:
-        q_local = gram.q_moments(local_rows, g, delta=delta, n_sub=n_sub, normalize=normalize,
+        q_local = gram.q_moments(local_rows, g, delta=delta, n_sub=n_sub, n_total=n_total, normalize=normalize,
                                  chunk_rows=chunk_rows, mask=mask)
         with x64():
             q = lax.psum(q_local, axis_name)

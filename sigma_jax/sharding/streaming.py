@@ -17,7 +17,8 @@ from jax.sharding import PartitionSpec as P
 
 from sigma_jax import _checks, _io, gram
 from sigma_jax._x64 import split, x64
-from sigma_jax.report import SigmaReport, SigmaStats, check_finite, check_scalars, report_from_stats
+from sigma_jax.report import (NUM_MOMENTS, SigmaReport, SigmaStats, band_ridge, check_finite, check_scalars,
+                              report_from_stats)
 from sigma_jax.sharding.collectives import _check_mode, psum_f64
 from sigma_jax.sharding.placement import AxisName, _local, _num_shards, _reduce_axis, _row_spec, _sigma_args
 
@@ -265,11 +266,12 @@ def stream_sigma(source, *, mesh: jax.sharding.Mesh | None = None, axis_name: Ax
     g = gram.finalize(state)
     q_sums = None
     if n_sub < n_total:
-        q_fn = _stream_q_fn(mesh, names, bool(normalize), int(chunk_rows), n_sub, float(delta))
+        q_fn = _stream_q_fn(mesh, names, bool(normalize), int(chunk_rows), n_sub,
+                            float(band_ridge(delta, n_sub, n_total)))
         bar = _bar(progress, src.n, "q moments")
         with x64():
             g_rep = jax.device_put(np.asarray(g), NamedSharding(mesh, P()))  # host value: valid on every process
-            acc = np.zeros(2, np.float64)
+            acc = np.zeros(NUM_MOMENTS, np.float64)
             for rows in _prefetch(src, sharding, chunk, prefetch, False, normalize, rho):
                 acc += np.asarray(_local(q_fn(rows, g_rep)))
                 if bar is not None:
