@@ -268,13 +268,14 @@ def test_mixed_precision_mode_accuracy_is_as_documented(rng):
     """float32 chunk products: fine on a healthy spectrum, measurably worse on a collapsed one."""
     h = healthy(rng, 20_000, 64).astype(np.float32)
     ref = ref_sigma(h.astype(np.float64))["u_cov"]
-    # entries of G carry ~sqrt(chunk) * 2^-24 relative error; logdet error ~ tr(G^-1 E) << 1e-5 relative here
-    assert abs(float(sj.sigma(h, precision="mixed").u_cov) - ref) <= 1e-5 * abs(ref)
+    # entries of G carry ~sqrt(chunk) * 2^-24 relative error; measured log-det errors over 4 seeds of this
+    # setting: 1.8e-10 .. 3.8e-9 relative (healthy), 3e-5 .. 2e-4 (collapsed, mixed), <= 1.2e-12 (float64)
+    assert abs(float(sj.sigma(h, precision="mixed").u_cov) - ref) <= 2e-8 * abs(ref)
     c = collapsed(rng, 20_000, 64, rank=8).astype(np.float32)
     ref_c = ref_sigma(c.astype(np.float64))["u_cov"]
     err64 = abs(float(sj.sigma(c).u_cov) - ref_c)
     err_mx = abs(float(sj.sigma(c, precision="mixed").u_cov) - ref_c)
-    assert err64 <= 1e-9 * abs(ref_c) and err_mx > 100 * err64
+    assert err64 <= 1e-11 * abs(ref_c) and 100 * err64 < err_mx <= 1e-3 * abs(ref_c)
     with pytest.raises(ValueError, match="precision"):
         sj.sigma(h, precision="bf16")
 

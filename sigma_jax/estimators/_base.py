@@ -35,6 +35,8 @@ class Estimate(NamedTuple):
             (Student-t with ``num_probes - 1`` degrees of freedom).
         num_probes: number of random probe vectors used (int32 array).
         num_matvecs: number of operator-vector products used, deflation included (int32 array).
+        truncation: for Lanczos quadrature, ``|value(s steps) - value(s/2 steps)|``: a guard for the
+            truncation bias that ``stderr`` leaves out; ``ci`` is widened by it (0 for other estimators).
     """
 
     value: jax.Array
@@ -42,6 +44,7 @@ class Estimate(NamedTuple):
     ci: tuple[jax.Array, jax.Array]
     num_probes: jax.Array
     num_matvecs: jax.Array
+    truncation: Any = 0.0
 
     @property
     def halfwidth(self):

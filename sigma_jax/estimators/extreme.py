@@ -19,9 +19,15 @@ Collatz-Wielandt bound on the nonnegative matrix ``|S|^T |S| >= |A - delta I|`` 
 ``lambda_max <= delta + max_i (|S|^T |S| x)_i / x_i`` for any positive ``x`` (``x`` from a few
 power steps); the smaller bound is reported.
 
-Lower bound on ``lambda_min``: the PSD floor (the operator's ridge for a GramOperator, else 0).
-Matvec-only lower bounds on ``lambda_min`` need more information than the operator offers; the
-bracket for ``lambda_min`` is therefore ``[floor, min theta]``.
+Lower bound on ``lambda_min``: the PSD floor (the operator's ``delta`` for a GramOperator, else 0),
+raised by a Gershgorin bound where the operator exposes its entries: for a GramOperator
+``lambda_min >= delta + min_i (2 G_ii - (|S|^T |S| 1)_i)`` (since ``|G_ij| <= (|S|^T|S|)_ij``), for a
+dense operator the classical discs.  Matvec-only lower bounds need more than the operator offers;
+``Brackets.min_low_is_floor`` says when the reported lower end is just the floor.
+
+Breakdown.  When Lanczos finds an invariant subspace (``beta_j = 0``) the trailing steps are padding
+(see :mod:`sigma_jax.estimators.krylov`): the bound then uses the trace of the live block only and
+``E = 0`` (an invariant subspace has no coupling), so it stays guaranteed.
 
 Floating point: Ritz values carry an error of about ``eps * ||A||``; brackets are widened by
 ``safety = 32 * eps * sqrt(s) * bound`` on each side.
@@ -58,6 +64,7 @@ class Brackets(NamedTuple):
         min_low, min_high: ``min_low <= lambda_min <= min_high``.
         ritz_max, ritz_min: the best Ritz values (point estimates).
         num_matvecs: int32.
+        min_low_is_floor: True where ``min_low`` is only the PSD floor (no better bound was available).
     """
 
     max_low: jax.Array
@@ -67,6 +74,7 @@ class Brackets(NamedTuple):
     ritz_max: jax.Array
     ritz_min: jax.Array
     num_matvecs: jax.Array
+    min_low_is_floor: jax.Array
 
     @property
     def lambda_max(self):
@@ -96,6 +104,28 @@ def _collatz_wielandt(op, power_steps: int):
             x = y / jnp.max(y) + 1e-12        # stays strictly positive
         y = apply(x)
         return jnp.max(y / x) + f64(op.delta)
+
+
+def _gershgorin_low(op):
+    """Guaranteed Gershgorin lower bound on ``lambda_min`` (None when the operator hides its entries)."""
+    from sigma_jax.operators import DenseOperator
+
+    with x64():
+        if isinstance(op, DenseOperator) or (hasattr(op, "shape") and hasattr(op, "ndim") and op.ndim == 2):
+            a = f64(op.matrix if isinstance(op, DenseOperator) else op)
+            d = jnp.diagonal(a)
+            return jnp.min(2.0 * d - jnp.sum(jnp.abs(a), axis=1))
+        if not (hasattr(op, "embeddings") and hasattr(op, "side") and hasattr(op, "row_scale")):
+            return None
+        s = f64(op.embeddings)
+        if op.row_scale is not None:
+            s = s * f64(op.row_scale)[:, None]
+        a = jnp.abs(s)
+        if op.side == "feature":
+            diag, rows = jnp.sum(s * s, axis=0), a.T @ (a @ jnp.ones((a.shape[1],), jnp.float64))
+        else:
+            diag, rows = jnp.sum(s * s, axis=1), a @ (a.T @ jnp.ones((a.shape[0],), jnp.float64))
+        return f64(op.delta) + jnp.min(2.0 * diag - rows)
 
 
 def eigen_brackets(num_steps: int, num_probes: int = 4, *, psd: bool = True, power_steps: int = 8,
@@ -134,12 +164,16 @@ def eigen_brackets(num_steps: int, num_probes: int = 4, *, psd: bool = True, pow
             eps = float(jnp.finfo(dtype).eps)
             theta_max = jnp.max(nodes[:, -1])
             theta_min = jnp.min(nodes[:, 0])
-            beta_s = f64(tri.betas[:, -1])
+            # live steps: a breakdown (beta_j = 0) makes the following ones padding
+            alive = jnp.cumprod(jnp.concatenate([jnp.ones((num_probes, 1), bool), tri.betas[:, :-1] > 0], axis=1),
+                                axis=1).astype(bool)
+            live = jnp.sum(alive, axis=1)
+            beta_s = jnp.where(live < num_steps, 0.0, f64(tri.betas[:, -1]))   # invariant subspace: no coupling
             a = nodes[:, -1]
             inf = jnp.asarray(jnp.inf, jnp.float64)
             if psd and tr is not None:
                 tr64 = f64(tr)
-                c = jnp.maximum(tr64 - jnp.sum(f64(tri.alphas), axis=1), 0.0)
+                c = jnp.maximum(tr64 - jnp.sum(jnp.where(alive, f64(tri.alphas), 0.0), axis=1), 0.0)
                 block = 0.5 * (a + c) + jnp.sqrt((0.5 * (a - c)) ** 2 + beta_s**2)
                 high = jnp.minimum(jnp.min(block), tr64)
                 cw = _collatz_wielandt(operator, power_steps)
@@ -148,10 +182,15 @@ def eigen_brackets(num_steps: int, num_probes: int = 4, *, psd: bool = True, pow
             else:
                 high = inf
             floor = f64(getattr(operator, "delta", 0.0)) if psd else -inf
+            gersh = _gershgorin_low(operator)
+            is_floor = jnp.asarray(True)
+            if gersh is not None:
+                is_floor = ~(gersh > floor)
+                floor = jnp.maximum(floor, gersh)
             safety = 32 * eps * jnp.sqrt(float(num_steps)) * jnp.maximum(jnp.abs(theta_max), jnp.abs(theta_min))
             return Brackets(theta_max - safety, jnp.maximum(high, theta_max) + safety,
                             jnp.minimum(floor, theta_min) - (safety if psd else 0.0), theta_min + safety,
-                            theta_max, theta_min, jnp.asarray(num_probes * num_steps, jnp.int32))
+                            theta_max, theta_min, jnp.asarray(num_probes * num_steps, jnp.int32), is_floor)
 
     return brackets
 

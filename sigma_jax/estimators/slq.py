@@ -269,6 +269,8 @@ class Quadrature(NamedTuple):
         trace: exact ``tr A`` if the operator provides it, else None.
         num_matvecs: int32, deflation included.
         dim: int32, the operator size d.
+        half_nodes, half_weights: the same probes' quadrature after ``s // 2`` steps (the leading block of
+            the same run), or None: the truncation guard of :func:`quadrature_estimate`.
     """
 
     nodes: jax.Array
@@ -277,6 +279,8 @@ class Quadrature(NamedTuple):
     trace: Any
     num_matvecs: jax.Array
     dim: jax.Array
+    half_nodes: Any = None
+    half_weights: Any = None
 
 
 def _samples(nodes, weights, fns, shift=0.0):
@@ -342,13 +346,15 @@ def slq_quadrature(num_probes: int, num_steps: int, *, deflate: int = 0, oversam
             space, _, tri = _run(key, operator, num_probes, num_steps, deflate, oversample, power_iters, sampler,
                                  dtype, False)
             nodes, weights = ritz(tri)
+            h = max(num_steps // 2, 1)
+            half_nodes, half_weights = ritz(tri._replace(alphas=tri.alphas[:, :h], betas=tri.betas[:, :h]))
             tr = _base.operator_trace(operator)
             with x64():
                 rv = space.values if space is not None else jnp.zeros((0,), jnp.float64)
                 tr = None if tr is None else f64(tr)
             mv = num_probes * num_steps + (space.num_matvecs if space is not None else 0)
             return Quadrature(nodes, weights, rv, tr, jnp.asarray(mv, jnp.int32),
-                              jnp.asarray(_base.operator_dim(operator), jnp.int32))
+                              jnp.asarray(_base.operator_dim(operator), jnp.int32), half_nodes, half_weights)
 
     return quadrature
 
@@ -359,6 +365,8 @@ def quadrature_estimate(quad: Quadrature, quantity: Quantity, *, shift: float = 
     """Estimate ``quantity`` of ``A + shift I`` from a cached :class:`Quadrature`.
 
     ``exact_trace=False`` ignores the operator's exact trace (uses the probe samples of ``tr A``).
+    When the quadrature carries its ``s/2``-step nodes, ``Estimate.truncation`` is the change between the
+    two and the interval is widened by it (the probes' standard error does not see truncation bias).
 
     Example:
         >>> lam = jnp.array([1.0, 2.0, 3.0, 4.0])
@@ -374,7 +382,13 @@ def quadrature_estimate(quad: Quadrature, quantity: Quantity, *, shift: float = 
         tr = None
         if exact_trace and quad.trace is not None:
             tr = quad.trace + shift * f64(quad.dim)
-        return _base.estimate_from_samples(samples, offsets, quantity.combine, level, quad.num_matvecs, aux=tr)
+        est = _base.estimate_from_samples(samples, offsets, quantity.combine, level, quad.num_matvecs, aux=tr)
+        if quad.half_nodes is None:
+            return est
+        half = _samples(quad.half_nodes, quad.half_weights, quantity.fns, shift)
+        value_half = quantity.combine(jnp.mean(half, axis=0) + offsets, tr)
+        trunc = jnp.abs(est.value - value_half)
+        return est._replace(ci=(est.ci[0] - trunc, est.ci[1] + trunc), truncation=trunc)
 
 
 def spectral_density(quad: Quadrature, grid, width: float):
@@ -434,6 +448,13 @@ def slq_estimator(quantity: Quantity, num_probes: int, num_steps: int, *, deflat
                 offsets = jnp.stack([jnp.sum(f(rv + shift)) for f in quantity.fns])
                 tr = None if tr_op is None else jax.lax.stop_gradient(f64(tr_op)) + shift * d
                 est = _base.estimate_from_samples(samples, offsets, quantity.combine, level, mv, aux=tr)
+                # truncation guard: the same probes after s/2 steps (leading block of the same run)
+                h = max(num_steps // 2, 1)
+                hn, hw = ritz(tri._replace(alphas=tri.alphas[:, :h], betas=tri.betas[:, :h], basis=None))
+                half = _samples(hn, hw, quantity.fns, shift)
+                trunc = jax.lax.stop_gradient(jnp.abs(est.value - quantity.combine(jnp.mean(half, axis=0) + offsets,
+                                                                                   tr)))
+                est = est._replace(ci=(est.ci[0] - trunc, est.ci[1] + trunc), truncation=trunc)
                 if differentiable:
                     mean = jnp.mean(samples, axis=0) + offsets
                     if tr is None:

@@ -241,8 +241,7 @@ def _stochastic_stats_impl(key, rows, *, n_total, delta, rho, normalize, num_pro
         mv_band = used * band_rows
     mv = num_probes * num_steps + (space.num_matvecs if space is not None else 0) + mv_band
     logdets = LogdetEstimates(value, stderr, jnp.abs(value - value_half), jnp.asarray(mv, jnp.int32), f64(cg_res))
-    dof = num_probes - 1 if n_sub == n_total else min(num_probes, band_rows) - 1
-    return SigmaStats(None, logdets, q_sums, band_rows, n_sub, n_total, m, dof)
+    return SigmaStats(None, logdets, q_sums, band_rows, n_sub, n_total, m, num_probes - 1)
 
 
 _stochastic_stats = jax.jit(_stochastic_stats_impl, static_argnames=(

@@ -28,12 +28,13 @@ from sigma_jax.report.assemble import SigmaReport, report_from_stats
 from sigma_jax.report.drift import Drift, NullSpread, drift, empirical_null
 from sigma_jax.report.inputs import (IntervalWarning, SigmaInputs, check_finite, check_scalars, resolve_inputs,
                                      resolve_subset, validate_rows)
-from sigma_jax.report.stats import (MAX_RIDGE_STRADDLE, MIN_ROWS_PER_DIM, NUM_MOMENTS, LogdetEstimates, SigmaStats,
-                                    band_ridge, report_shifts, row_moments)
+from sigma_jax.report.stats import (MAX_RIDGE_STRADDLE, MIN_ROWS_PER_DIM, NEAR_RIDGE, NO_BAND_STATS, NOT_FINITE,
+                                    NUM_MOMENTS, TOO_FEW_ROWS, TRUNCATION, LogdetEstimates, SigmaStats, band_ridge,
+                                    report_shifts, row_moments)
 
 __all__ = [
     "SigmaStats", "LogdetEstimates", "SigmaReport", "Drift", "NullSpread", "SigmaInputs", "IntervalWarning",
     "report_from_stats", "report_shifts", "row_moments", "band_ridge", "NUM_MOMENTS", "MIN_ROWS_PER_DIM",
-    "MAX_RIDGE_STRADDLE", "drift", "empirical_null", "resolve_subset", "resolve_inputs", "check_scalars",
+    "MAX_RIDGE_STRADDLE", "TOO_FEW_ROWS", "NEAR_RIDGE", "NO_BAND_STATS", "TRUNCATION", "NOT_FINITE", "drift", "empirical_null", "resolve_subset", "resolve_inputs", "check_scalars",
     "check_finite", "validate_rows",
 ]

@@ -8,12 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sigma_jax._linalg import logdet_spd, t_quantile, z_quantile
+from sigma_jax._linalg import logdet_spd, t_quantile_traced, z_quantile
 from sigma_jax._x64 import f64, x64
 from sigma_jax.report.stats import (MAX_RIDGE_STRADDLE, MIN_ROWS_PER_DIM, NO_BAND_STATS, NOT_FINITE, NEAR_RIDGE,
                                     TOO_FEW_ROWS, TRUNCATION, _REASONS, SigmaStats, report_shifts)
 
 __all__ = ["SigmaReport", "report_from_stats"]
+
+#: Below this many (Welch-Satterthwaite) degrees of freedom the variance estimate is too noisy to
+#: calibrate an interval: the report is flagged invalid (too few rows).
+MIN_DOF = 2.0
 
 
 def _jacobi_terms(m_eff, m: int, n, n_total):
@@ -268,6 +272,7 @@ def report_from_stats(stats: SigmaStats, *, delta: float = 1e-3, rho: float = 1.
             sd_q = hw = bias = jnp.where(full, zero, nan)
             b2 = zero
             v_jk = jnp.where(full, zero, nan)
+            var_vjk = zero
             reason = reason | jnp.where(full, 0, NO_BAND_STATS)
         else:
             qm = f64(stats.q_moments)
@@ -280,18 +285,29 @@ def report_from_stats(stats: SigmaStats, *, delta: float = 1e-3, rho: float = 1.
             bias = jnp.where(full, zero, -0.5 * f * (mean_q2 - 2.0 * mean_q + m))
             b2 = -0.5 * f * (mean_q2 - 2.0 * mean_q + m_eff)
             v_jk = (n - 1.0) ** 2 / n * var_l                 # (n-1)/n sum_i (l_i - mean l)^2
+            # uncertainty of v_jk itself: Var(S^2) ~ (mu4 - sigma^4)/k (k rows summed)
+            m2, m3, m4 = qm[3] / k, qm[4] / k, qm[5] / k
+            mu4 = m4 - 4.0 * m3 * mean_l + 6.0 * m2 * mean_l**2 - 3.0 * mean_l**4
+            s2 = jnp.maximum(m2 - mean_l**2, 0.0)
+            var_vjk = (n - 1.0) ** 4 / n**2 * jnp.maximum(mu4 - s2**2, 0.0) / k
         # the calibrated interval for the full-sample U_cov
         bj, vj, bj2, vj2 = _jacobi_terms(m_eff, m, n, big_n)
         v_jk_gauss = (n - 1.0) * (polygamma(1, jnp.maximum((n - m_eff) / 2.0, 0.5)) - polygamma(1, n / 2.0))
         var = vj + fpc * (v_jk - v_jk_gauss)
         var = jnp.maximum(var, 0.5 * (vj - vj2))
         estimate = jnp.where(full, t_stat, t_stat - b2 - (bj - bj2))
-        var = jnp.where(full, zero, var) + tr_se[2] ** 2
+        var_sub = jnp.where(full, zero, var)
+        var = var_sub + tr_se[2] ** 2
         se = jnp.sqrt(var)
-        if stats.dof is not None:  # stochastic errors: Student-t quantile
-            z = t_quantile(0.5 + level / 2.0, max(int(stats.dof), 1))
+        # Welch-Satterthwaite degrees of freedom of var: the jackknife part (its own sampling error) and,
+        # for stochastic producers, the probes' part (num_probes - 1)
+        terms = 0.5 * fpc**2 * var_vjk                       # V^2 / dof of the jackknife part
+        if stats.dof is not None:
+            terms = terms + tr_se[2] ** 4 / max(int(stats.dof), 1)
+        dof = jnp.where(var > 0, var**2 / jnp.maximum(terms, 1e-300), jnp.inf)
+        z = jnp.where(dof > 1e6, z, t_quantile_traced(0.5 + level / 2.0, jnp.maximum(dof, MIN_DOF)))
         half = z * se + tr_trunc[2]
-        few = (n < MIN_ROWS_PER_DIM * m_eff) | (n <= m)
+        few = (n < MIN_ROWS_PER_DIM * m_eff) | (n <= m) | (dof < MIN_DOF)
         reason = reason | jnp.where(~full & few, TOO_FEW_ROWS, 0)
         reason = reason | jnp.where(~full & (tau > MAX_RIDGE_STRADDLE * m_eff), NEAR_RIDGE, 0)
         reason = reason | jnp.where(tr_trunc[2] > jnp.maximum(z * se, 1e-9 * jnp.abs(t_stat)), TRUNCATION, 0)

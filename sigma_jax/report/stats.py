@@ -64,7 +64,7 @@ class SigmaStats:
 
 
 #: Number of per-row moments a producer sums (see :func:`row_moments`).
-NUM_MOMENTS = 4
+NUM_MOMENTS = 6
 
 #: The calibrated interval is reported as valid only when ``n_A >= MIN_ROWS_PER_DIM * m_eff``
 #: (measured in ``experiments/coverage_sigma.py``: coverage 91-96% at n_A/m = 2, 82-95% at 1.2).
@@ -101,10 +101,11 @@ def band_ridge(delta, n_sub, n_total):
 
 
 def row_moments(q, n_sub, mask=None):
-    """Per-row sufficient statistics: ``(sum q_i, sum q_i^2, sum l_i, sum l_i^2)``.  Call inside ``x64()``.
+    """Per-row sufficient statistics: ``(sum q, sum q^2, sum l, sum l^2, sum l^3, sum l^4)``.  Call inside ``x64()``.
 
     ``q_i = n_A h_i``, ``h_i = v_i^T (G_A + eps I)^{-1} v_i`` (``eps`` = :func:`band_ridge`) and
-    ``l_i = log(1 - h_i)``: the delete-one change of the log-det, ``S_(-i) = S + l_i``.  Every moment
+    ``l_i = log(1 - h_i)``: the delete-one change of the log-det, ``S_(-i) = S + l_i`` (its third and
+    fourth moments give the uncertainty of the jackknife variance itself).  Every moment
     vanishes at ``q = 0``, so zero padding rows contribute nothing.  The one definition every
     producer uses.
 
@@ -112,14 +113,15 @@ def row_moments(q, n_sub, mask=None):
         >>> with x64():
         ...     s = row_moments(jnp.array([1.0, 2.0]), 4)
         >>> [round(float(v), 6) for v in s]
-        [3.0, 5.0, -0.980829, 0.563214]
+        [3.0, 5.0, -0.980829, 0.563214, -0.356847, 0.23769]
     """
     q = f64(q)
     if mask is not None:
         q = q * f64(mask)
     h = q / f64(n_sub)
     ell = jnp.log1p(-jnp.minimum(h, 1.0 - 1e-16))
-    return jnp.stack([jnp.sum(q), jnp.sum(q * q), jnp.sum(ell), jnp.sum(ell * ell)])
+    ell2 = ell * ell
+    return jnp.stack([jnp.sum(q), jnp.sum(q * q), jnp.sum(ell), jnp.sum(ell2), jnp.sum(ell2 * ell), jnp.sum(ell2 * ell2)])
 
 
 def report_shifts(delta, n_sub, n_total, rho):
