@@ -25,26 +25,56 @@ import sigma_jax as sj"""
 
 NOTEBOOKS = {
     "01_sigma_quickstart.ipynb": [
-        new_markdown_cell("# SIGMA quickstart: healthy vs collapsed embeddings\n\n"
-                          "SIGMA looks at the Gram matrix G = AᵀA of unit-norm embeddings. We build six generations "
-                          "of a Gaussian refit chain (a collapse with a known mechanism), compute the SIGMA report of "
-                          "each, and draw the deterministic sandwich, the Theorem-3 band and the spectra with their "
-                          "eigenvalue brackets."),
-        new_code_cell(SETUP),
+        new_markdown_cell("# SIGMA quickstart: from texts to a report, then healthy vs collapsed embeddings\n\n"
+                          "SIGMA measures the diversity of a model's generations: a frozen encoder embeds each text, "
+                          "and SIGMA looks at the Gram matrix G = AᵀA of the unit-norm embeddings. We start from "
+                          "texts: three generations of a 'model' that only re-draws, with replacement, what the "
+                          "previous generation wrote, so every generation repeats more and says less. One file per "
+                          "generation, as `sigma-jax analyze gen*.txt` would read them."),
+        new_code_cell(SETUP + "\nimport tempfile\nfrom sigma_jax.encoders import get_encoder"),
+        new_code_cell("""from pydoc_data.topics import topics           # English text that ships with Python (no download)
+lines = sorted({l.strip() for page in topics.values() for l in page.splitlines() if len(l.split()) >= 6})
+rng = np.random.default_rng(0)
+n_texts, n_sub = (300, 200) if SMALL else (1500, 1200)   # n_A >= 3m: the calibrated interval is valid
+workdir = tempfile.mkdtemp(prefix="sigma-texts-")
+texts, paths = list(rng.choice(lines, n_texts, replace=False)), []
+for g in range(3):
+    paths.append(os.path.join(workdir, f"gen{g}.txt"))
+    with open(paths[-1], "w") as f:
+        f.write("\\n".join(texts) + "\\n")
+    print(f"gen{g}: {len(set(texts))} distinct texts of {n_texts}")
+    texts = list(rng.choice(texts, n_texts, replace=True))   # the next generation re-draws this one's texts"""),
+        new_markdown_cell("`sj.analyze` embeds the texts (MiniLM, the paper's encoder, at sentence-transformers' "
+                          "settings; the test suite's tiny mode uses the fast, *not semantic* hashing encoder), caches "
+                          "the embeddings, and measures every generation on the same observed subset. "
+                          "`write_report` writes the one-page report that `sigma-jax analyze --html` writes."),
+        new_code_cell("""encoder = get_encoder("hashing", dim=32) if SMALL else get_encoder("minilm")
+table = sj.analyze(paths, encoder=encoder, subset=n_sub, key=jax.random.key(0),
+                   cache_dir=os.path.join(workdir, "embed_cache"), progress=not SMALL)
+print(table.format_drift())
+page = sj.analysis.write_report(table, os.path.join(workdir, "report.html"))
+print("report:", page)
+assert table.rows[-1]["dU"] < 0                  # repeating yourself shrinks the embedding space"""),
+        new_markdown_cell("## From embeddings: a chain with a known collapse mechanism\n\n"
+                          "With embeddings in hand (here six generations of a Gaussian refit chain), call `sj.sigma` "
+                          "directly, and draw the deterministic sandwich, the Theorem-3 band and the spectra with "
+                          "their eigenvalue brackets."),
         new_code_cell("""from sigma_jax.datasets import collapsing_generations
-m, n_k, n_A = (32, 300, 200) if SMALL else (384, 1200, 800)
+m, n_k, n_A = (32, 300, 200) if SMALL else (384, 1600, 1200)   # n_A >= 3m: the calibrated interval is valid
 gens = np.asarray(collapsing_generations(jax.random.key(0), n_generations=5, n_samples=n_k, dim=m,
                                          fit_samples=2 * m if SMALL else 2000))
 key = jax.random.key(1)                       # one key -> the same observed subset every generation
 reports = [sj.sigma(g, subset=n_A, key=key) for g in gens]
 print(reports[0].summary())"""),
         new_markdown_cell("## Drift with its band\n`dU(g) = U_cov(g) − U_cov(0)`; collapse is a sustained negative drift "
-                          "beyond the band."),
+                          "beyond the band. `sj.drift`'s band is calibrated for the subsampling of n_A of n_k rows "
+                          "only; a model's own sampling noise needs a null from re-samples (`null_spread`, see "
+                          "notebook 02)."),
         new_code_cell("""d = sj.drift(reports)
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
 g = np.arange(len(reports))
 ax[0].plot(g, d.dU, "o-", label="dU")
-ax[0].fill_between(g, -np.asarray(d.band), np.asarray(d.band), alpha=.3, label="95% band")
+ax[0].fill_between(g, -np.asarray(d.band), np.asarray(d.band), alpha=.3, label="calibrated 95% band")
 ax[0].set_xlabel("generation"); ax[0].legend(); ax[0].set_title("SIGMA drift")
 lo = np.array([float(r.lower) for r in reports]); hi = np.array([float(r.upper) for r in reports])
 ax[1].vlines(g, lo, hi, lw=6, alpha=.5, label="sandwich on logdet(G_full + δI)")
@@ -110,11 +140,16 @@ ax.set_xlabel("bits/char under generation 0"); ax.legend(); ax.set_title(arm);""
     ],
     "03_training_loop_monitor.ipynb": [
         new_markdown_cell("# Watching representation collapse inside a jitted Flax training loop\n\n"
-                          "`sigma_jax.monitor.spectral_monitor` is an optax-like `init`/`update` pair: it accumulates "
-                          "the Gram matrix of hidden states inside the jitted step and refreshes SIGMA's log-det and "
-                          "spectral metrics every `every` steps with `lax.cond` — no host round-trip."),
-        new_code_cell(SETUP + "\nimport optax\nfrom flax import nnx\nfrom sigma_jax.monitor import capture_hidden, spectral_monitor"),
-        new_code_cell("""DIM = 32
+                          "`sigma_jax.monitor.spectral_monitor` is an optax-like `init`/`update` pair. SIGMA rests on "
+                          "a subsample, and so does the monitor: each step it keeps a few rows of the hidden states "
+                          "(a fixed buffer of `every × rows_per_step` rows, chosen with an explicit PRNG key), and every "
+                          "`every` steps it hands SIGMA's sufficient statistics of those rows to the one report "
+                          "assembler, with `lax.cond` on device and no host round-trip. Each report says on how many "
+                          "rows it rests (`n_sub`) out of how many it saw (`n_total`), and carries the calibrated "
+                          "interval for SIGMA of *all* rows of the period."),
+        new_code_cell(SETUP + "\nimport functools, time\nimport optax\nfrom flax import nnx\n"
+                      "from sigma_jax.monitor import capture_hidden, spectral_monitor"),
+        new_code_cell("""DIM, EVERY = 32, 10
 class MLP(nnx.Module):
     def __init__(self, rngs):
         self.hidden = nnx.Linear(16, DIM, rngs=rngs)
@@ -124,8 +159,10 @@ class MLP(nnx.Module):
 
 model = MLP(nnx.Rngs(0))
 opt = nnx.Optimizer(model, optax.adamw(3e-3, weight_decay=0.5), wrt=nnx.Param)   # strong decay narrows features
-monitor = spectral_monitor(every=10, metrics=("effective_rank", "participation_ratio"), decay=0.9)
-mstate = monitor.init(DIM)
+monitor = spectral_monitor(every=EVERY, metrics=("effective_rank", "participation_ratio"))
+mstate = monitor.init(DIM, key=jax.random.key(0))
+print("rows kept per step:", mstate.rows.shape[1], "-> each report rests on", mstate.rows.shape[0] * mstate.rows.shape[1],
+      "rows")
 
 @nnx.jit
 def train_step(model, opt, mstate, x, y, step):
@@ -144,14 +181,80 @@ for step in range(steps):
     x = rng.normal(size=(64, 16)).astype(np.float32)
     y = np.tanh(x @ w).astype(np.float32)
     loss, mstate, report = train_step(model, opt, mstate, x, y, step)
-    if step % 10 == 0:
-        log.append({k: float(v) for k, v in report.items()})
+    if step % EVERY == 0:
+        log.append(report.to_dict(metrics=("effective_rank", "participation_ratio")))
+t = np.array([r["step"] for r in log])
+ok = np.array([r["valid"] for r in log])
 fig, ax = plt.subplots(1, 2, figsize=(10, 3.3))
-ax[0].plot([r["step"] for r in log], [r["effective_rank"] for r in log]); ax[0].set_title("effective rank of hidden states")
-ax[1].plot([r["step"] for r in log], [r["u_cov"] for r in log]); ax[1].set_title("U_cov (moving Gram)")
-print(log[-1])"""),
-        new_markdown_cell("Inside `pmap`/`shard_map`, build the monitor with `axis_name=...`: each device accumulates "
-                          "its shard and the Gram is reduced with one `psum`."),
+ax[0].plot(t, [r["effective_rank"] for r in log]); ax[0].set_title("effective rank of the sampled hidden states")
+ax[1].plot(t, [r["u_cov"] for r in log], label="U_cov of the sample")
+lo, hi = np.array([r["ci_low"] for r in log]), np.array([r["ci_high"] for r in log])
+ax[1].fill_between(t[ok], lo[ok], hi[ok], alpha=.3, label="95% interval for all rows of the period")
+ax[1].set_title("SIGMA per period of %d steps" % EVERY); ax[1].legend(fontsize=7)
+print({k: log[-1][k] for k in ("step", "n_sub", "n_total", "n_rows", "u_cov", "estimate", "ci_low", "ci_high", "valid")})"""),
+        new_markdown_cell("## What the monitor costs\n"
+                          "A plain jitted optax step against the same step with the monitor on its last hidden "
+                          "layer (state donated, `every = 100`, exact path), timed in interleaved blocks. "
+                          "`experiments/bench_monitor.py` runs the full table (hidden sizes 256–1024); its last "
+                          "result is shown below when present."),
+        new_code_cell("""def mlp(key, d):
+    ks = jax.random.split(key, 4)
+    sizes = [64, d, d, d, 1]
+    return [(jax.random.normal(k, (a, b)) / np.sqrt(a), jnp.zeros(b)) for k, a, b in zip(ks, sizes[:-1], sizes[1:])]
+
+def forward(params, x):
+    h = x
+    for wt, b in params[:-1]:
+        h = jnp.tanh(jnp.matmul(h, wt, precision=jax.lax.Precision.HIGHEST) + b)
+    wt, b = params[-1]
+    return (jnp.matmul(h, wt, precision=jax.lax.Precision.HIGHEST) + b)[:, 0], h
+
+def time_steps(d, batch, every=100, steps=200, repeats=3):
+    tx, mon = optax.adam(1e-3), spectral_monitor(every=every)
+    def grads(p, x, y):
+        return jax.value_and_grad(lambda p: (lambda o: (jnp.mean((o[0] - y) ** 2), o[1]))(forward(p, x)), has_aux=True)(p)
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def plain(p, o, x, y, t):
+        (l, _), g = grads(p, x, y); u, o = tx.update(g, o, p)
+        return optax.apply_updates(p, u), o, l
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+    def watched(p, o, ms, x, y, t):
+        (l, h), g = grads(p, x, y); u, o = tx.update(g, o, p)
+        ms, rep = mon.update(ms, jax.lax.stop_gradient(h), t)
+        return optax.apply_updates(p, u), o, ms, l
+    x = jax.random.normal(jax.random.key(1), (batch, 64)); y = jnp.sin(x.sum(1))
+    state = {"plain": [mlp(jax.random.key(0), d)], "watched": [mlp(jax.random.key(0), d)]}
+    for s in state.values():
+        s.append(tx.init(s[0]))
+    state["watched"].append(mon.init(d, key=jax.random.key(2)))
+    best, step = {"plain": np.inf, "watched": np.inf}, 0
+    for r in range(repeats + 1):                     # the first round compiles and warms up
+        for name, s in state.items():
+            t0 = time.perf_counter()
+            for i in range(steps):
+                out = (plain if name == "plain" else watched)(*s, x, y, jnp.int32(step + i))
+                s[:] = out[:-1]
+            jax.block_until_ready(out[-1])
+            if r:
+                best[name] = min(best[name], (time.perf_counter() - t0) / steps)
+        step += steps
+    return 1e3 * best["plain"], 1e3 * best["watched"]
+
+d, batch, steps = (64, 128, 100) if SMALL else (256, 256, 400)
+plain_ms, watched_ms = time_steps(d, batch, steps=steps)
+print(f"hidden {d} x batch {batch}: {plain_ms:.2f} ms/step without, {watched_ms:.2f} ms/step with the monitor "
+      f"({100 * (watched_ms / plain_ms - 1):+.1f}%; a shared machine is noisy)")
+path = os.path.join(os.path.dirname(sj.__file__), "..", "experiments", "results", "bench_monitor.json")
+if os.path.exists(path):
+    import json
+    res = json.load(open(path))
+    print(f"experiments/bench_monitor.py, {res['date']}:")
+    for row in res["rows"]:
+        ms, ov = row["ms_per_step"], row["overhead_pct"]
+        print(f"  {row['d']:>5} x {row['batch']:<4} n_A {row['n_A']:>5}: {ms['none']:.2f} ms/step; "
+              f"overhead float64 {ov['float64']:+.1f}%, mixed {ov['mixed']:+.1f}%")"""),
+        new_markdown_cell("Inside `pmap`/`shard_map`, build the monitor with `axis_name=...`: each device samples rows "
+                          "of its own shard, one `psum` gathers them, and the state stays replicated."),
     ],
     "04_exact_vs_stochastic.ipynb": [
         new_markdown_cell("# Exact vs stochastic spectral estimators: accuracy against cost\n\n"
@@ -159,7 +262,28 @@ print(log[-1])"""),
                           "states (m = 2k–16k) or the n × n sample Gram only matrix–vector products are affordable. "
                           "Here: stochastic Lanczos quadrature (SLQ), plain and deflated, against the dense truth, "
                           "with their 95% confidence intervals."),
-        new_code_cell(SETUP + "\nimport time\nfrom sigma_jax import estimators as est, gram, spectral"),
+        new_code_cell(SETUP + "\nimport json, tempfile, time\nfrom sigma_jax import estimators as est, gram, spectral, texts\n"
+                      "from sigma_jax.encoders import get_encoder"),
+        new_markdown_cell("## Start from texts\nA generation of texts in a JSONL file, read and embedded (MiniLM; the test "
+                          "suite's tiny mode uses the fast, *not semantic* hashing encoder), then measured both ways: "
+                          "the exact Cholesky path and the matrix-free stochastic one, which never forms G."),
+        new_code_cell("""from pydoc_data.topics import topics           # English text that ships with Python (no download)
+lines = sorted({l.strip() for page in topics.values() for l in page.splitlines() if len(l.split()) >= 6})
+path = os.path.join(tempfile.mkdtemp(), "gen0.jsonl")
+sample = np.random.default_rng(0).choice(lines, 400 if SMALL else 2000, replace=False)
+with open(path, "w") as f:                         # a generation as JSONL, the text under "completion"
+    f.writelines(json.dumps({"completion": t}) + "\\n" for t in sample)
+ts = texts.read_texts(path, field="completion")
+encoder = get_encoder("hashing", dim=64) if SMALL else get_encoder("minilm")
+emb_texts = texts.embed_texts(ts, encoder, progress=not SMALL)
+m_t = emb_texts.shape[1]
+rep_exact = sj.sigma(emb_texts)
+rep_sto = sj.sigma(emb_texts, method="stochastic", key=jax.random.key(0),
+                   estimator_options=dict(num_probes=16, num_steps=min(40, m_t - 16), deflate=16))
+print(f"{ts.summary()}, m = {m_t}: U_cov exact {float(rep_exact.u_cov):.3f}; "
+      f"stochastic {float(rep_sto.u_cov):.3f} ± {1.96 * float(rep_sto.stderr):.3f}")"""),
+        new_markdown_cell("## Accuracy against cost on a chosen spectrum\nFor larger m, a power-law spectrum in a random "
+                          "basis, with the dense truth."),
         new_code_cell("""m, n = (64, 400) if SMALL else (1024, 4096)
 rng = np.random.default_rng(0)
 q, _ = np.linalg.qr(rng.normal(size=(m, m)))
@@ -194,8 +318,8 @@ ax.set_xlabel("matrix-vector products"); ax.set_ylabel("RMS error of spectral en
 ax.set_title(f"m = {m}: dense eigh took {t_dense:.2f} s");"""),
         new_markdown_cell("The same choice drives `sigma_jax.sigma(..., method=\"auto\")`: exact below the measured "
                           "crossover (m = 4096 on a 2-core CPU), stochastic above it when all rows are observed."),
-        new_code_cell("""rep_exact = sj.sigma(emb)
-rep_sto = sj.sigma(emb, method="stochastic", key=jax.random.key(0),
+        new_code_cell("""rep_exact = sj.sigma(emb.astype(np.float32))
+rep_sto = sj.sigma(emb.astype(np.float32), method="stochastic", key=jax.random.key(0),
                    estimator_options=dict(num_probes=16, num_steps=min(40, m - 16), deflate=16))
 print(f"U_cov exact {float(rep_exact.u_cov):.3f}; stochastic {float(rep_sto.u_cov):.3f} ± {1.96 * float(rep_sto.stderr):.3f}")"""),
     ],

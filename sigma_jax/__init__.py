@@ -30,7 +30,7 @@ from sigma_jax.report import Drift, SigmaReport, SigmaStats, drift, report_from_
 
 
 def analyze(inputs, **kwargs):
-    """One-call table of SIGMA and spectral metrics over several embedding sets (see :mod:`sigma_jax.analysis`)."""
+    """One-call table of SIGMA and spectral metrics over several sets of texts or embeddings (see :mod:`sigma_jax.analysis`)."""
     from sigma_jax.analysis import analyze as _analyze
 
     return _analyze(inputs, **kwargs)

@@ -49,6 +49,7 @@ __all__ = [
     "finalize",
     "gram_f64",
     "q_moments",
+    "band_factor",
     "dense_stats",
     "host_stats",
     "accumulate",
@@ -203,7 +204,7 @@ def _q_chunk(rows, inv_l, n_sub, normalize: bool, mask=None):
 
 
 def q_moments(rows, gram_a, *, delta: float = 1e-3, n_sub=None, n_total=None, normalize: bool = True,
-              chunk_rows: int = DEFAULT_CHUNK_ROWS, mask=None):
+              chunk_rows: int = DEFAULT_CHUNK_ROWS, mask=None, inv_l=None):
     """Sums of :func:`sigma_jax.report.row_moments` over the subset rows (``sum q_i, sum q_i^2, ...``).
 
     ``q_i = v_i^T C^{-1} v_i`` with ``C = (G_A + eps I)/n_A``: ``eps`` is the report's band ridge
@@ -216,6 +217,7 @@ def q_moments(rows, gram_a, *, delta: float = 1e-3, n_sub=None, n_total=None, no
         n_sub: ``n_A`` (defaults to ``rows.shape[0]``; pass it when ``rows`` is a shard).
         n_total: the full sample size of the report these moments are for.
         mask: optional (n,) 0/1 row weights (masked rows contribute nothing).
+        inv_l: optional precomputed ``L^{-1}`` at the ridge (see :func:`band_factor`).
 
     Example:
         >>> rows = jax.random.normal(jax.random.key(0), (100, 3))
@@ -224,12 +226,26 @@ def q_moments(rows, gram_a, *, delta: float = 1e-3, n_sub=None, n_total=None, no
         3.0
     """
     n_sub = rows.shape[0] if n_sub is None else n_sub
-    ridge = delta if n_total is None else band_ridge(delta, n_sub, n_total)
     with x64():
-        inv_l = inv_chol(gram_a, ridge)
+        if inv_l is None:
+            inv_l = band_factor(gram_a, delta, n_sub, n_total)
         if mask is None:
             return chunked_sum((rows,), chunk_rows, lambda b: _q_chunk(b, inv_l, n_sub, normalize))
         return chunked_sum((rows, mask), chunk_rows, lambda b, w: _q_chunk(b, inv_l, n_sub, normalize, w))
+
+
+def band_factor(gram_a, delta, n_sub=None, n_total=None):
+    """``L^{-1}`` with ``L L^T = G_A + eps I``, ``eps`` = :func:`sigma_jax.report.band_ridge` (``delta`` without ``n_total``).
+
+    Computed once per report: the Mahalanobis pass and the assembler (``SigmaStats.inv_chol``) share it.
+
+    Example:
+        >>> band_factor(4.0 * jnp.eye(2), 0.0).tolist()
+        [[0.5, 0.0], [0.0, 0.5]]
+    """
+    with x64():
+        ridge = delta if n_total is None else band_ridge(delta, f64(n_sub), f64(n_total))
+        return inv_chol(gram_a, ridge)
 
 
 # --------------------------------------------------------------------------- producers of SIGMA statistics
@@ -251,10 +267,11 @@ def dense_stats(rows, *, n_total: int | None = None, delta: float = 1e-3, normal
     n_sub, m = rows.shape
     n_total = n_sub if n_total is None else int(n_total)
     g = gram_f64(rows, normalize=normalize, chunk_rows=chunk_rows, precision=precision)
-    q = None
+    q = inv_l = None
     if n_sub < n_total:
-        q = q_moments(rows, g, delta=delta, n_total=n_total, normalize=normalize, chunk_rows=chunk_rows)
-    return SigmaStats(g, None, q, n_sub, n_sub, n_total, m)
+        inv_l = band_factor(g, delta, n_sub, n_total)
+        q = q_moments(rows, g, n_sub=n_sub, normalize=normalize, chunk_rows=chunk_rows, inv_l=inv_l)
+    return SigmaStats(g, None, q, n_sub, n_sub, n_total, m, None, inv_l)
 
 
 @functools.partial(jax.jit, static_argnames=("normalize",))
@@ -293,15 +310,15 @@ def host_stats(array, idx=None, *, n_total: int | None = None, delta: float = 1e
     g = finalize(state)
     n_sub = int(state.count)
     n_total = n_sub if n_total is None else int(n_total)
-    q = None
+    q = inv_l = None
     if n_sub < n_total:
         with x64():
-            inv_l = inv_chol(g, band_ridge(delta, n_sub, n_total))
+            inv_l = band_factor(g, delta, n_sub, n_total)
             q = jnp.zeros((NUM_MOMENTS,), jnp.float64)
             for block in _subset_blocks(array, idx, chunk_rows):
                 rows, mask = _io.pad_rows(np.asarray(block), chunk_rows)
                 q = q + _q_block_jit(jnp.asarray(rows), inv_l, n_sub, jnp.asarray(mask), normalize)
-    return SigmaStats(g, None, q, n_sub, n_sub, n_total, array.shape[1])
+    return SigmaStats(g, None, q, n_sub, n_sub, n_total, array.shape[1], None, inv_l)
 
 
 # --------------------------------------------------------------------------- streaming state

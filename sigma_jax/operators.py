@@ -35,7 +35,7 @@ from sigma_jax import _checks
 from sigma_jax._linalg import HIGHEST
 from sigma_jax._x64 import x64
 
-__all__ = ["Operator", "GramOperator", "gram_operator", "DenseOperator", "dense_operator", "as_operator"]
+__all__ = ["Operator", "OperatorMixin", "GramOperator", "gram_operator", "DenseOperator", "dense_operator", "as_operator"]
 
 
 @runtime_checkable
@@ -59,13 +59,43 @@ def _deprecated_ridge(delta, ridge, where: str):
     return 0.0 if delta is None else delta
 
 
+class OperatorMixin:
+    """Products and properties every symmetric operator derives from ``dim`` and ``matmat_rows``."""
+
+    symmetric = True
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.dim, self.dim)
+
+    @property
+    def ridge(self):
+        """Former name of ``delta``."""
+        return self.delta
+
+    def matvec(self, v):
+        """``A v`` for v: (d,)."""
+        return self.matmat_rows(v[None, :])[0]
+
+    def matmat(self, v):
+        """``A V`` for V: (d, k) (columns); A is symmetric."""
+        return self.matmat_rows(v.T).T
+
+    def __matmul__(self, v):
+        return self.matvec(v)
+
+    def trace(self):
+        """Exact trace from the diagonal."""
+        return jnp.sum(self.diagonal())
+
+
 # --------------------------------------------------------------------------- the Gram operator
 
 
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["embeddings", "row_scale", "delta"], meta_fields=["side", "precision"])
 @dataclasses.dataclass(frozen=True)
-class GramOperator:
+class GramOperator(OperatorMixin):
     """Matrix-free ``G + delta I`` built from embeddings: data plus a pure matvec.
 
     A pytree (pass it as an argument to jitted functions; it stays traced, shardable and
@@ -86,23 +116,13 @@ class GramOperator:
     side: str = "feature"
     precision: Any = HIGHEST
 
-    symmetric = True
     psd = True
-
-    @property
-    def ridge(self):
-        """Former name of :attr:`delta`."""
-        return self.delta
 
     @property
     def dim(self) -> int:
         """Size of the operator (m for the feature side, n for the sample side)."""
         n, m = self.embeddings.shape
         return m if self.side == "feature" else n
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.dim, self.dim)
 
     @property
     def dtype(self):
@@ -126,16 +146,6 @@ class GramOperator:
             out = self._scaled(jnp.matmul(w, a.T, precision=p))               # (k, n)
         return out + self.delta.astype(v.dtype) * v
 
-    def matvec(self, v):
-        """``(G + delta I) v`` for v: (d,)."""
-        return self.matmat_rows(v[None, :])[0]
-
-    def matmat(self, v):
-        """``(G + delta I) V`` for V: (d, k) (columns); G is symmetric."""
-        return self.matmat_rows(v.T).T
-
-    __matmul__ = matvec
-
     def diagonal(self):
         """diag(G + delta I), (d,)."""
         a = self.embeddings
@@ -146,10 +156,6 @@ class GramOperator:
         if self.row_scale is not None:
             d = d * self.row_scale ** 2
         return d + self.delta
-
-    def trace(self):
-        """tr(G + delta I) = sum_j ||v_j||^2 + d * delta."""
-        return jnp.sum(self.diagonal())
 
     def dense(self, dtype=jnp.float64):
         """Materialise the operator (on purpose only).  float64 by default (local x64 context)."""
@@ -192,7 +198,7 @@ def gram_operator(embeddings, *, delta: float | None = None, side: str = "featur
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["matrix"],
                    meta_fields=["symmetric", "psd", "precision"])
 @dataclasses.dataclass(frozen=True)
-class DenseOperator:
+class DenseOperator(OperatorMixin):
     """A dense (d x d) symmetric matrix as an operator (build it with :func:`dense_operator`)."""
 
     matrix: jax.Array
@@ -205,10 +211,6 @@ class DenseOperator:
         return self.matrix.shape[0]
 
     @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.matrix.shape)
-
-    @property
     def dtype(self):
         return self.matrix.dtype
 
@@ -216,11 +218,8 @@ class DenseOperator:
         """``V A`` for (k, d) probes stored as rows."""
         return jnp.matmul(v, self.matrix.astype(v.dtype), precision=self.precision)
 
-    def matvec(self, v):
-        return self.matmat_rows(v[None, :])[0]
-
-    def trace(self):
-        return jnp.trace(self.matrix)
+    def diagonal(self):
+        return jnp.diagonal(self.matrix)
 
     def dense(self, dtype=jnp.float64):
         with x64():

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 
 from sigma_jax import _checks
 from sigma_jax._linalg import HIGHEST
-from sigma_jax.operators import _deprecated_ridge
+from sigma_jax.operators import OperatorMixin, _deprecated_ridge
 
 __all__ = ["KernelOperator", "kernel_operator", "LinearOperator", "linear_operator"]
 
@@ -37,7 +37,7 @@ __all__ = ["KernelOperator", "kernel_operator", "LinearOperator", "linear_operat
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["points", "gamma", "scale", "delta"],
                    meta_fields=["kind", "block_rows", "precision"])
 @dataclasses.dataclass(frozen=True)
-class KernelOperator:
+class KernelOperator(OperatorMixin):
     """Matrix-free ``scale * K + delta * I`` with ``K_ij = k(x_i, x_j)`` (n x n), a pytree.
 
     Attributes:
@@ -57,21 +57,11 @@ class KernelOperator:
     block_rows: int = 1024
     precision: Any = HIGHEST
 
-    symmetric = True
     psd = True  # cosine and RBF kernels are positive semi-definite (delta >= 0)
-
-    @property
-    def ridge(self):
-        """Former name of :attr:`delta`."""
-        return self.delta
 
     @property
     def dim(self) -> int:
         return self.points.shape[0]
-
-    @property
-    def shape(self):
-        return (self.dim, self.dim)
 
     @property
     def dtype(self):
@@ -104,17 +94,10 @@ class KernelOperator:
         out = jnp.transpose(out, (1, 0, 2)).reshape(v.shape[0], nb * b)[:, :n]
         return self.scale.astype(v.dtype) * out + self.delta.astype(v.dtype) * v
 
-    def matvec(self, v):
-        return self.matmat_rows(v[None, :])[0]
-
     def diagonal(self):
         x = self.points
         d = jnp.sum(x * x, axis=1) if self.kind == "cosine" else jnp.ones((x.shape[0],), x.dtype)
         return self.scale * d + self.delta
-
-    def trace(self):
-        """Exact ``tr(scale K + delta I)`` (n * scale for RBF; sum of squared norms for cosine)."""
-        return jnp.sum(self.diagonal())
 
 
 def kernel_operator(points, *, kind: str = "cosine", gamma: float = 1.0, scale: float | None = None,
@@ -157,7 +140,7 @@ def kernel_operator(points, *, kind: str = "cosine", gamma: float = 1.0, scale: 
 @functools.partial(jax.tree_util.register_dataclass, data_fields=["params"],
                    meta_fields=["fn", "dim", "trace_fn", "psd"])
 @dataclasses.dataclass(frozen=True)
-class LinearOperator:
+class LinearOperator(OperatorMixin):
     """A symmetric operator given by ``fn(params, v) -> A v``; ``params`` stay traced (differentiable)."""
 
     params: object
@@ -165,12 +148,6 @@ class LinearOperator:
     dim: int
     trace_fn: Callable | None = None
     psd: bool = False
-
-    symmetric = True
-
-    @property
-    def shape(self):
-        return (self.dim, self.dim)
 
     def matvec(self, v):
         return self.fn(self.params, v)

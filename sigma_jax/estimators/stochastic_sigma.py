@@ -45,7 +45,8 @@ from sigma_jax.operators import GramOperator, gram_operator
 from sigma_jax.report import (LogdetEstimates, SigmaInputs, SigmaReport, SigmaStats, band_ridge, check_finite,
                               report_from_stats, report_shifts, resolve_inputs, row_moments, validate_rows)
 
-__all__ = ["StochasticSigmaReport", "sigma_stochastic", "stochastic_stats", "AUTO_CROSSOVER_M"]
+__all__ = ["StochasticSigmaReport", "sigma_stochastic", "stochastic_stats", "report_trace_fns", "quadrature_traces",
+           "AUTO_CROSSOVER_M"]
 
 #: ``sigma(..., method="auto")``: use the stochastic path for ``m >= AUTO_CROSSOVER_M`` when all rows are
 #: observed (``n_A == n_total``, no Theorem-3 band to compute).  Measured on the shared 2-core CPU with
@@ -188,8 +189,16 @@ def stochastic_stats(key, rows, *, n_total: int | None = None, delta: float = 1e
                                  cg_iters=cg_iters, cg_tol=float(cg_tol), dtype=jnp.dtype(dtype))
 
 
-def _trace_fns(delta: float, shifts):
-    """Functions of a node ``t = lambda + delta`` of ``G_A + delta I`` whose traces the report needs."""
+def report_trace_fns(delta: float, shifts):
+    """Functions of a node ``t = lambda + delta`` of ``G_A + delta I`` whose traces the report needs.
+
+    The log-dets at :func:`sigma_jax.report.report_shifts` and ``tr R``, ``tr R^2`` with
+    ``R = G_A (G_A + eps I)^{-1}``, in the order of :class:`sigma_jax.report.LogdetEstimates`.
+
+    Example:
+        >>> len(report_trace_fns(1e-3, (1e-3, 5.0, 5e-4)))
+        5
+    """
     log = lambda x: jnp.log(jnp.maximum(x, jnp.finfo(jnp.float64).tiny))  # noqa: E731
     eps = shifts[2]
     lam = lambda t: jnp.maximum(t - delta, 0.0)  # noqa: E731
@@ -197,8 +206,16 @@ def _trace_fns(delta: float, shifts):
     return fns + (lambda t: lam(t) / (lam(t) + eps), lambda t: (lam(t) / (lam(t) + eps)) ** 2)
 
 
-def _quadrature_traces(tri, fns, offsets):
-    """Per-function estimates and standard errors of ``tr f(G + delta I)`` from a Lanczos run (plus offsets)."""
+def quadrature_traces(tri, fns, offsets):
+    """Per-function estimates and standard errors of ``tr f(A)`` from a Lanczos run (plus exact offsets).
+
+    Example:
+        >>> A = jnp.diag(jnp.arange(1.0, 5.0))
+        >>> tri = lanczos(lambda v: v @ A, jnp.ones((2, 4)), 4)
+        >>> value, stderr = quadrature_traces(tri, (lambda t: t,), jnp.zeros(1))
+        >>> round(float(value[0]), 6)     # tr A
+        10.0
+    """
     nodes, weights = ritz(tri)
     x = _samples(nodes, weights, fns)
     ests = [_base.estimate_from_samples(x[:, i:i + 1], offsets[i:i + 1], lambda mu, a: mu[0], 0.95, 0)
@@ -218,14 +235,14 @@ def _stochastic_stats_impl(key, rows, *, n_total, delta, rho, normalize, num_pro
                            dtype=dtype) if deflate else None
     z = _base.sample_probes(k_probe, num_probes, m, "rademacher", dtype)
     tri = lanczos(mm, z, num_steps, deflation=None if space is None else space.vectors)
-    fns = _trace_fns(delta, shifts)
+    fns = report_trace_fns(delta, shifts)
     rv = space.values if space is not None else jnp.zeros((0,), jnp.float64)
     offsets = jnp.stack([jnp.sum(f(f64(rv))) for f in fns])
-    value, stderr = _quadrature_traces(tri, fns, offsets)
+    value, stderr = quadrature_traces(tri, fns, offsets)
     # truncation guard: the same probes' quadrature after s/2 steps (the leading block of the same run)
     h = max(num_steps // 2, 1)
     half = type(tri)(tri.alphas[:, :h], tri.betas[:, :h], tri.norms, None, tri.residual)
-    value_half, _ = _quadrature_traces(half, fns, offsets)
+    value_half, _ = quadrature_traces(half, fns, offsets)
     q_sums, cg_res, mv_band = None, jnp.zeros((), jnp.float64), jnp.zeros((), jnp.int32)
     if n_sub < n_total:
         pick = jax.random.choice(k_band, n_sub, (band_rows,), replace=False)

@@ -115,10 +115,14 @@ def _loss_and_hidden(graphdef, params, batch):
     return loss, h
 
 
+MONITOR_METRICS = ("effective_rank", "participation_ratio")
+_MONITOR_STREAM = 0x6D6F6E  # fold_in(key, .) of the monitor's row sampling; batches use fold_in(key, call index)
+
+
 def _monitor(tc):
     from sigma_jax.monitor import spectral_monitor
 
-    return spectral_monitor(every=tc.monitor_every, metrics=("effective_rank", "participation_ratio"))
+    return spectral_monitor(every=tc.monitor_every, metrics=MONITOR_METRICS)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
@@ -193,8 +197,12 @@ def train(key, graphdef, params, data: WindowSampler, tc: TrainConfig, progress:
     Returns ``(params, losses)`` with losses a (total_steps,) float32 numpy array.
     ``progress(n_steps_done)`` is called after each fused chunk.  With
     ``tc.monitor_every > 0`` and a ``monitor_log`` list, the in-step spectral monitor's
-    report (SIGMA ``u_cov`` of the hidden states seen so far, effective rank,
-    participation ratio) is appended every ``monitor_every`` steps.
+    report is appended every ``monitor_every`` steps as a flat dict
+    (:meth:`sigma_jax.monitor.MonitorReport.to_dict`): SIGMA's fields (``u_cov``, ``ci_halfwidth``,
+    ...) of the ``n_sub`` hidden states it sampled from the ``n_total`` of the last ``monitor_every``
+    steps, the effective rank and participation ratio of their Gram matrix, ``n_rows`` (hidden
+    states seen since the start) and ``step``; undefined fields (the calibrated interval of a window
+    too small for one, e.g. at step 0) are None.
 
     Example:
         >>> from flax import nnx
@@ -208,7 +216,10 @@ def train(key, graphdef, params, data: WindowSampler, tc: TrainConfig, progress:
     """
     seq = tc.seq_len or graphdef_block_size(graphdef, params)
     opt_state = make_optimizer(tc).init(params)
-    mstate = _monitor(tc).init(int(nnx.merge(graphdef, params).cfg.d_model)) if tc.monitor_every > 0 else None
+    mstate = None
+    if tc.monitor_every > 0:
+        d_model = int(nnx.merge(graphdef, params).cfg.d_model)
+        mstate = _monitor(tc).init(d_model, key=jax.random.fold_in(key, _MONITOR_STREAM))
     losses = []
     for c in range(tc.n_calls):
         batches = data.sample(jax.random.fold_in(key, c), (tc.steps_per_call, tc.batch_size), seq + 1)
@@ -216,12 +227,14 @@ def train(key, graphdef, params, data: WindowSampler, tc: TrainConfig, progress:
                                                              mstate, jnp.int32(c * tc.steps_per_call))
         losses.append(np.asarray(l))
         if reports is not None and monitor_log is not None:
-            host = {k: np.asarray(v) for k, v in reports.items()}
+            host = jax.device_get(reports)
             for i in range(tc.steps_per_call):
                 t = c * tc.steps_per_call + i
                 if t < tc.steps and t % tc.monitor_every == 0:
-                    monitor_log.append({k: (int(v[i]) if k in ("step", "n_rows") else float(v[i]))
-                                        for k, v in host.items()})
+                    row = jax.tree.map(lambda v: v[i], host).to_dict(metrics=MONITOR_METRICS)
+                    # JSON null, not NaN, where a field is undefined (the interval of a too-small window)
+                    monitor_log.append({k: None if isinstance(v, float) and math.isnan(v) else v
+                                        for k, v in row.items()})
         if progress is not None:
             progress(tc.steps_per_call)
     return params, np.concatenate(losses)

@@ -200,14 +200,23 @@ class SigmaReport(NamedTuple):
         return "\n".join(f"{k.ljust(w)}  {v}" for k, v in rows)
 
 
-def _dense_traces(g, m: int, shifts):
-    """Exact log-dets at the shifts and ``tr R``, ``tr R^2`` (``R = G (G + eps I)^{-1}``) of a dense ``G``."""
+def _bit(cond, bit: int):
+    """``bit`` where ``cond`` else 0, as int32 (typed: weak literals misbehave under eager vmap)."""
+    return jnp.where(cond, jnp.int32(bit), jnp.int32(0))
+
+
+def _dense_traces(g, m: int, shifts, inv_l=None):
+    """Exact log-dets at the shifts and ``tr R``, ``tr R^2`` (``R = G (G + eps I)^{-1}``) of a dense ``G``.
+
+    ``inv_l``: the producer's ``L^{-1}`` at ``eps`` (shared with its Mahalanobis pass), else computed here.
+    """
     from sigma_jax._linalg import inv_chol
 
     eye = jnp.eye(m, dtype=jnp.float64)
-    lds = [logdet_spd(g + sh * eye) for sh in shifts]
     eps = shifts[2]
-    li = inv_chol(g, eps)                                     # L^{-1}, K = (G + eps I)^{-1} = L^{-T} L^{-1}
+    li = inv_chol(g, eps) if inv_l is None else f64(inv_l)    # L^{-1}, K = (G + eps I)^{-1} = L^{-T} L^{-1}
+    ld_eps = -2.0 * jnp.sum(jnp.log(jnp.diagonal(li)))
+    lds = [logdet_spd(g + sh * eye) for sh in shifts[:2]] + [ld_eps]
     k = jnp.matmul(li.T, li, precision=jax.lax.Precision.HIGHEST)
     tr_k = jnp.sum(li * li)
     tr_r = m - eps * tr_k
@@ -246,7 +255,7 @@ def report_from_stats(stats: SigmaStats, *, delta: float = 1e-3, rho: float = 1.
         zero = jnp.zeros((), jnp.float64)
         reason = jnp.zeros((), jnp.int32)
         if stats.gram is not None:
-            tr = _dense_traces(f64(stats.gram), m, shifts)
+            tr = _dense_traces(f64(stats.gram), m, shifts, stats.inv_chol)
             tr_se = tr_trunc = jnp.zeros((5,), jnp.float64)
             mv, cg_res = jnp.zeros((), jnp.int32), zero
             exact = jnp.asarray(True)
@@ -273,7 +282,7 @@ def report_from_stats(stats: SigmaStats, *, delta: float = 1e-3, rho: float = 1.
             b2 = zero
             v_jk = jnp.where(full, zero, nan)
             var_vjk = zero
-            reason = reason | jnp.where(full, 0, NO_BAND_STATS)
+            reason = reason + _bit(~full, NO_BAND_STATS)
         else:
             qm = f64(stats.q_moments)
             k = f64(stats.q_count)
@@ -308,10 +317,10 @@ def report_from_stats(stats: SigmaStats, *, delta: float = 1e-3, rho: float = 1.
         z = jnp.where(dof > 1e6, z, t_quantile_traced(0.5 + level / 2.0, jnp.maximum(dof, MIN_DOF)))
         half = z * se + tr_trunc[2]
         few = (n < MIN_ROWS_PER_DIM * m_eff) | (n <= m) | (dof < MIN_DOF)
-        reason = reason | jnp.where(~full & few, TOO_FEW_ROWS, 0)
-        reason = reason | jnp.where(~full & (tau > MAX_RIDGE_STRADDLE * m_eff), NEAR_RIDGE, 0)
-        reason = reason | jnp.where(tr_trunc[2] > jnp.maximum(z * se, 1e-9 * jnp.abs(t_stat)), TRUNCATION, 0)
-        reason = reason | jnp.where(jnp.isfinite(estimate) & jnp.isfinite(half), 0, NOT_FINITE)
+        reason = reason + _bit(~full & few, TOO_FEW_ROWS)
+        reason = reason + _bit(~full & (tau > MAX_RIDGE_STRADDLE * m_eff), NEAR_RIDGE)
+        reason = reason + _bit(tr_trunc[2] > jnp.maximum(z * se, 1e-9 * jnp.abs(t_stat)), TRUNCATION)
+        reason = reason + _bit(~(jnp.isfinite(estimate) & jnp.isfinite(half)), NOT_FINITE)
         valid = reason == 0
         nan = jnp.full((), jnp.nan, jnp.float64)
         estimate = jnp.where(valid, estimate, nan)

@@ -36,7 +36,7 @@ class LogdetEstimates(NamedTuple):
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["gram", "logdets", "q_moments", "q_count", "n_sub", "n_total"],
+                   data_fields=["gram", "logdets", "q_moments", "q_count", "n_sub", "n_total", "inv_chol"],
                    meta_fields=["dim", "dof"])
 @dataclasses.dataclass(frozen=True)
 class SigmaStats:
@@ -51,6 +51,9 @@ class SigmaStats:
         dim: ``m`` (static).
         dof: degrees of freedom of a stochastic producer's errors (static; the interval then uses a
             Student-t quantile), None for exact statistics.
+        inv_chol: optional (m, m) ``L^{-1}`` with ``L L^T = G_A + eps I`` (``eps`` = :func:`band_ridge`): a
+            dense producer that formed it for the Mahalanobis pass hands it on, so the report does not
+            factor ``G_A`` at ``eps`` again.
     """
 
     gram: Any
@@ -61,6 +64,7 @@ class SigmaStats:
     n_total: Any
     dim: int
     dof: int | None = None
+    inv_chol: Any = None
 
 
 #: Number of per-row moments a producer sums (see :func:`row_moments`).

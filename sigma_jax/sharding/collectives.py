@@ -154,13 +154,14 @@ def sigma_stats_psum(local_rows, axis_name: AxisName, *, n_sub: int | None = Non
     if n_total < n_sub:
         raise ValueError(f"`n_total`={n_total} is smaller than `n_sub`={n_sub}.")
     g = _gram64_psum(local_rows, axis_name, normalize, mask, psum_mode, chunk_rows)
-    q = None
+    q = inv_l = None
     if n_sub < n_total:
-        q_local = gram.q_moments(local_rows, g, delta=delta, n_sub=n_sub, n_total=n_total, normalize=normalize,
-                                 chunk_rows=chunk_rows, mask=mask)
+        inv_l = gram.band_factor(g, delta, n_sub, n_total)     # G is replicated: the same factor on every device
+        q_local = gram.q_moments(local_rows, g, n_sub=n_sub, normalize=normalize, chunk_rows=chunk_rows, mask=mask,
+                                 inv_l=inv_l)
         with x64():
             q = lax.psum(q_local, axis_name)
-    return SigmaStats(g, None, q, n_sub, n_sub, n_total, local_rows.shape[1])
+    return SigmaStats(g, None, q, n_sub, n_sub, n_total, local_rows.shape[1], None, inv_l)
 
 
 def sigma_psum(local_rows, axis_name: AxisName, *, n_sub: int | None = None, n_total: int | None = None,

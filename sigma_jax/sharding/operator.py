@@ -14,7 +14,7 @@ from jax.sharding import PartitionSpec as P
 
 from sigma_jax._linalg import HIGHEST
 from sigma_jax._x64 import f64, x64
-from sigma_jax.operators import _deprecated_ridge
+from sigma_jax.operators import OperatorMixin, _deprecated_ridge
 from sigma_jax.sharding.collectives import matmat_rows_psum
 from sigma_jax.sharding.placement import (DEFAULT_AXIS, AxisName, _is_placed, _local, _reduce_axis, _row_spec,
                                           _sigma_args, shard_rows)
@@ -25,7 +25,7 @@ __all__ = ["ShardedGramOperator", "sharded_gram_operator"]
 @functools.partial(jax.tree_util.register_dataclass,
                    data_fields=["embeddings", "row_scale", "delta"], meta_fields=["mesh", "axes", "precision"])
 @dataclasses.dataclass(frozen=True)
-class ShardedGramOperator:
+class ShardedGramOperator(OperatorMixin):
     """Matrix-free feature-side ``A^T S^2 A + ridge I`` (m x m) with the rows of ``A`` sharded on a mesh.
 
     Same interface as :class:`sigma_jax.gram.GramOperator` (``matmat_rows``,
@@ -50,21 +50,11 @@ class ShardedGramOperator:
     precision: Any = HIGHEST
 
     side = "feature"
-    symmetric = True
     psd = True
-
-    @property
-    def ridge(self):
-        """Former name of :attr:`delta`."""
-        return self.delta
 
     @property
     def dim(self) -> int:
         return self.embeddings.shape[1]
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.dim, self.dim)
 
     @property
     def dtype(self):
@@ -83,16 +73,6 @@ class ShardedGramOperator:
             args, specs = (v, self.embeddings, self.row_scale, self.delta), (P(), spec, spec, P())
         return jax.shard_map(f, mesh=self.mesh, in_specs=specs, out_specs=P())(*args)
 
-    def matvec(self, v):
-        """``(G + ridge I) v`` for v: (m,)."""
-        return self.matmat_rows(v[None, :])[0]
-
-    def matmat(self, v):
-        """``(G + ridge I) V`` for V: (m, k) (columns)."""
-        return self.matmat_rows(v.T).T
-
-    __matmul__ = matvec
-
     def diagonal(self):
         """diag(G + ridge I), (m,): local column sums of squares, one psum."""
         axis = _reduce_axis(self.axes)
@@ -110,9 +90,6 @@ class ShardedGramOperator:
                                                                                           self.row_scale)
         return d + self.delta
 
-    def trace(self):
-        """tr(G + ridge I)."""
-        return jnp.sum(self.diagonal())
 
     def dense(self, dtype=jnp.float64):
         """The m x m matrix (float64 by default): :func:`sharded_gram` plus the ridge."""

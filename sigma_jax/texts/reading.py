@@ -18,7 +18,7 @@ from typing import Any, Iterable, NamedTuple
 import numpy as np
 
 __all__ = ["TextSet", "TextInputError", "SkippedTextsWarning", "SUPPORTED_EXTENSIONS", "read_texts",
-           "read_text_folder", "is_text_path"]
+           "read_text_folder", "is_text_path", "natural_key"]
 
 SUPPORTED_EXTENSIONS = (".txt", ".jsonl", ".csv", ".tsv")
 _SHOW = 5  # line numbers quoted in a message
@@ -175,7 +175,7 @@ def read_text_folder(path: str | os.PathLike, *, field: str = "text", column: st
     if not folder.is_dir():
         raise TextInputError(f"{folder} is not a folder" + ("" if folder.exists() else " (it does not exist)")
                              + "; pass a folder of .txt/.jsonl/.csv/.tsv files, or read one file with `read_texts`.")
-    entries = sorted((e for e in folder.iterdir() if not e.name.startswith(".")), key=lambda e: _natural_key(e.name))
+    entries = sorted((e for e in folder.iterdir() if not e.name.startswith(".")), key=lambda e: natural_key(e.name))
     files = [e for e in entries if e.is_file() and e.suffix.lower() in SUPPORTED_EXTENSIONS]
     ignored = [e.name + ("/" if e.is_dir() else "") for e in entries if e not in files]
     if not files:
@@ -394,5 +394,11 @@ def _quote_list(names: list[str]) -> str:
     return shown + (f" and {len(names) - 20} more" if len(names) > 20 else "")
 
 
-def _natural_key(name: str) -> list:
+def natural_key(name: str) -> list:
+    """Sort key that orders numbers inside names numerically (``gen2`` before ``gen10``).
+
+    Example:
+        >>> sorted(["gen10.txt", "gen2.txt", "Gen1.txt"], key=natural_key)
+        ['Gen1.txt', 'gen2.txt', 'gen10.txt']
+    """
     return [(0, int(p), "") if p.isdigit() else (1, 0, p.lower()) for p in re.split(r"(\d+)", name) if p]
