@@ -81,8 +81,11 @@ def run_cell(family, m, ratio, nratio, trials, seed):
     rng = np.random.default_rng([seed, FAMILIES.index(family), m, int(ratio * 10), int(nratio * 10)])
     pop = population(family, n_total, m, rng)
     u_full = truth(pop)
-    fn = jax.jit(jax.vmap(lambda k: sj.sigma(pop, subset=n_a, key=k, validate=False)))
-    batch = max(1, min(trials, int(2e8 // (n_a * m * 8))))   # keep each vmapped batch under ~200 MB of rows
+    # vmap in batches of 8 under lax.map: XLA:CPU's compile time grows with the batch of the batched
+    # triangular solves (minutes at 400 x m = 128), and 8 keeps each batch's rows small
+    fn = jax.jit(lambda ks: jax.lax.map(lambda k: sj.sigma(pop, subset=n_a, key=k, validate=False), ks,
+                                        batch_size=8))
+    batch = trials
     keys = jax.random.split(jax.random.key(seed), trials)
     cols = {k: [] for k in ("valid", "low", "high", "u_cov", "hw", "reason")}
     t0 = time.time()

@@ -1,11 +1,14 @@
 """``sigma-jax collapse``: recursive training of small LMs, measured by SIGMA each generation.
 
     sigma-jax collapse --preset small --out runs/collapse-small
-    sigma-jax collapse --preset smoke --strategy replace mix:0.1 --temperature 0.7 1.0 --seeds 0 1
+    sigma-jax collapse --preset smoke --strategy replace control mix:0.1 --temperature 0.7 1.0 --seeds 0 1
     sigma-jax collapse --preset small --out runs/collapse-small --resume
+    sigma-jax collapse --preset study --out runs/collapse-study
 
 Writes ``config.json``, one ``<arm>/metrics.jsonl`` per arm (strategy x temperature x seed),
-orbax checkpoints, samples, ``collapse_curves.png``, ``tail_histograms.png`` and ``report.md``.
+orbax checkpoints, samples, the stored subset indices, ``collapse_curves.png``,
+``tail_histograms.png``, ``report.md`` and the study tables ``summary.csv``,
+``seed_intervals.csv``, ``early_warning.csv``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ import sys
 import time
 
 __all__ = ["add_collapse_parser", "run_collapse", "config_from_args"]
+
+#: The presets of :mod:`sigma_jax.collapse.presets` (named here so that building the parser imports no Flax).
+PRESET_NAMES = ("smoke", "small", "study", "paper")
 
 
 def add_collapse_parser(subparsers) -> argparse.ArgumentParser:
@@ -29,9 +35,12 @@ def add_collapse_parser(subparsers) -> argparse.ArgumentParser:
     """
     p = subparsers.add_parser("collapse", help="recursive LM training (model collapse) measured by SIGMA",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="small", choices=("smoke", "small", "paper"))
+    p.add_argument("--preset", default="small", choices=PRESET_NAMES,
+                   help="smoke (tests) | small (make demo, <= 15 min on 2 cores) | study (3 seeds x replace/"
+                        "accumulate/control x T 0.7/1.0, <= 90 min) | paper (GPU)")
     p.add_argument("--strategy", nargs="+", default=None,
-                   help="replace | accumulate[:equal|:size] | mix[:fraction] | accumulate-subsample (default: preset's)")
+                   help="replace | accumulate[:equal|:size] | control | mix[:fraction] | accumulate-subsample "
+                        "(default: preset's)")
     p.add_argument("--temperature", nargs="+", type=float, default=None, help="sampling temperatures (arms)")
     p.add_argument("--seeds", nargs="+", type=int, default=None)
     p.add_argument("--generations", type=int, default=None, help="number of generations including generation 0")
@@ -92,8 +101,8 @@ def run_collapse(args) -> int:
         2
         >>> shutil.rmtree(out)
     """
-    from sigma_jax.collapse.pipeline import run_experiment
     from sigma_jax.collapse.report import write_report
+    from sigma_jax.collapse.runner import run_experiment
 
     cfg = config_from_args(args)
     out = args.out or f"runs/collapse-{cfg.name}"

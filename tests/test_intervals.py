@@ -38,7 +38,8 @@ def _truth(pop):
 
 def _draws(pop, n_a, trials=400, seed=0):
     keys = jax.random.split(jax.random.key(seed), trials)
-    return jax.jit(jax.vmap(lambda k: sj.sigma(pop, subset=n_a, key=k, validate=False)))(keys)
+    return jax.jit(lambda ks: jax.lax.map(lambda k: sj.sigma(pop, subset=n_a, key=k, validate=False), ks,
+                                          batch_size=8))(keys)
 
 
 @pytest.mark.parametrize("kind,m,ratio,nratio", [("power", 16, 10, 1.5), ("isotropic", 16, 4, 4.0),

@@ -1,13 +1,19 @@
 """Plots and a short Markdown report of a collapse run (reads the arms' ``metrics.jsonl``).
 
+Reads files only: :func:`sigma_jax._io.read_jsonl`, NumPy and matplotlib -- it never imports
+Flax or the pipeline, so a finished run (or a committed study) is reported on any machine.
+
 Figures (PNG, in the output folder):
 
 * ``collapse_curves.png`` — four panels against generation, one line per arm:
-  SIGMA drift ``dU = U_cov(g) - U_cov(0)`` with the Theorem-3 band (shaded) and the
-  generation-0 null re-sample spread (dotted), held-out bits per character,
+  SIGMA drift ``dU = U_cov(g) - U_cov(0)`` with SIGMA's band (shaded) and the
+  generation-0 calibrated null ``null_q95`` (dotted), held-out bits per character,
   effective rank (centred solid, uncentred dashed), word distinct-2.
 * ``tail_histograms.png`` — per arm, the histogram of per-continuation NLL under the
   generation-0 model (bits/char), one line per generation (Shumailov et al.'s tails).
+
+:func:`write_report` also writes the study tables of :mod:`sigma_jax.collapse.study`
+(``summary.csv``, ``seed_intervals.csv``, ``early_warning.csv``).
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import os
 
 import numpy as np
 
-from sigma_jax.collapse.pipeline import NLL_BINS, read_metrics
+from sigma_jax._io import read_jsonl, save_figure_atomic, write_text_atomic
+from sigma_jax.collapse.metrics import NLL_BINS
 
 __all__ = ["load_results", "plot_results", "markdown_report", "write_report"]
 
@@ -29,7 +36,8 @@ def load_results(out_dir: str) -> dict:
     Example:
         >>> def row(g, du):                       # the fields the report reads from a metrics row
         ...     return {"generation": g, "sigma_sub": {"u_cov": -80.0 + du, "ci_halfwidth": 2.0}, "dU": du,
-        ...             "band": 2.0, "null_spread": 1.0, "below_band": du < -2.0, "above_band": du > 2.0,
+        ...             "band": 2.0, "null_q95": 1.0, "threshold": 2.0, "binding": "band",
+        ...             "below_band": du < -2.0, "above_band": du > 2.0,
         ...             "bpc_heldout": 2.5, "distinct_2": 0.9, "eff_rank_centred": 30.0, "eff_rank_uncentred": 5.0,
         ...             "nll_gen0_bits": {"mean": 2.4, "p99": 4.0, "hist": [0] * 9 + [8] + [0] * 22}}
         >>> import tempfile
@@ -44,7 +52,7 @@ def load_results(out_dir: str) -> dict:
     """
     res = {}
     for p in sorted(glob.glob(os.path.join(out_dir, "*", "metrics.jsonl"))):
-        rows = read_metrics(p)
+        rows = read_jsonl(p)
         if rows:
             res[os.path.basename(os.path.dirname(p))] = rows
     return res
@@ -56,7 +64,8 @@ def plot_results(results: dict, out_dir: str) -> list:
     Example:
         >>> def row(g, du):                       # the fields the report reads from a metrics row
         ...     return {"generation": g, "sigma_sub": {"u_cov": -80.0 + du, "ci_halfwidth": 2.0}, "dU": du,
-        ...             "band": 2.0, "null_spread": 1.0, "below_band": du < -2.0, "above_band": du > 2.0,
+        ...             "band": 2.0, "null_q95": 1.0, "threshold": 2.0, "binding": "band",
+        ...             "below_band": du < -2.0, "above_band": du > 2.0,
         ...             "bpc_heldout": 2.5, "distinct_2": 0.9, "eff_rank_centred": 30.0, "eff_rank_uncentred": 5.0,
         ...             "nll_gen0_bits": {"mean": 2.4, "p99": 4.0, "hist": [0] * 9 + [8] + [0] * 22}}
         >>> import tempfile
@@ -80,14 +89,14 @@ def plot_results(results: dict, out_dir: str) -> list:
         band = np.array([r["band"] for r in rows])
         ax[0, 0].plot(g, du, "o-", color=c, label=arm)
         ax[0, 0].fill_between(g, du - band, du + band, color=c, alpha=0.2)
-        ns = rows[0].get("null_spread", 0.0)
+        ns = rows[0].get("null_q95", 0.0)
         ax[0, 0].axhline(-ns, color=c, ls=":", lw=1)
         ax[0, 1].plot(g, [r["bpc_heldout"] for r in rows], "o-", color=c, label=arm)
         ax[1, 0].plot(g, [r["eff_rank_centred"] for r in rows], "o-", color=c, label=f"{arm} (centred)")
         ax[1, 0].plot(g, [r["eff_rank_uncentred"] for r in rows], "s--", color=c, alpha=0.6, label=f"{arm} (uncentred)")
         ax[1, 1].plot(g, [r["distinct_2"] for r in rows], "o-", color=c, label=arm)
     ax[0, 0].axhline(0, color="k", lw=0.5)
-    ax[0, 0].set(title="SIGMA drift dU = U_cov(g) - U_cov(0)\n(shaded: Theorem-3 band; dotted: -null spread)",
+    ax[0, 0].set(title="SIGMA drift dU = U_cov(g) - U_cov(0)\n(shaded: SIGMA band; dotted: -null_q95)",
                  xlabel="generation", ylabel="nats")
     ax[0, 1].set(title="held-out real text", xlabel="generation", ylabel="bits per character")
     ax[1, 0].set(title="effective rank exp(H) of G (embeddings)", xlabel="generation", ylabel="effective rank")
@@ -99,7 +108,7 @@ def plot_results(results: dict, out_dir: str) -> list:
         a.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     p = os.path.join(out_dir, "collapse_curves.png")
-    fig.savefig(p, dpi=110)
+    save_figure_atomic(fig, p, dpi=110)
     plt.close(fig)
     paths.append(p)
 
@@ -118,7 +127,7 @@ def plot_results(results: dict, out_dir: str) -> list:
         a.legend(fontsize=7)
     fig.tight_layout()
     p = os.path.join(out_dir, "tail_histograms.png")
-    fig.savefig(p, dpi=110)
+    save_figure_atomic(fig, p, dpi=110)
     plt.close(fig)
     paths.append(p)
     return paths
@@ -130,42 +139,52 @@ def markdown_report(results: dict, config: dict | None = None, figures: list | N
     Example:
         >>> def row(g, du):                       # the fields the report reads from a metrics row
         ...     return {"generation": g, "sigma_sub": {"u_cov": -80.0 + du, "ci_halfwidth": 2.0}, "dU": du,
-        ...             "band": 2.0, "null_spread": 1.0, "below_band": du < -2.0, "above_band": du > 2.0,
+        ...             "band": 2.0, "null_q95": 1.0, "threshold": 2.0, "binding": "band",
+        ...             "below_band": du < -2.0, "above_band": du > 2.0,
         ...             "bpc_heldout": 2.5, "distinct_2": 0.9, "eff_rank_centred": 30.0, "eff_rank_uncentred": 5.0,
+        ...             "train_chars": 1000,
         ...             "nll_gen0_bits": {"mean": 2.4, "p99": 4.0, "hist": [0] * 9 + [8] + [0] * 22}}
         >>> md = markdown_report({"replace_T0.7_s0": [row(0, 0.0), row(1, -5.0)]})
         >>> md.splitlines()[0]
         '# Model-collapse run'
         >>> print([ln for ln in md.splitlines() if ln.startswith("| 1 ")][0])
-        | 1 | -85.0 ± 2.0 | -5.0 | 1.0 | below | 2.500 | 0.900 | 30.0 / 5.00 | 2.40 / 4.00 |
+        | 1 | -85.0 ± 2.0 | -5.0 | 1.0 | 2.0 (band) | below | 2.500 | 0.900 | 30.0 / 5.00 | 2.40 / 4.00 | 1000 |
         >>> "first at generation 1" in md
         True
     """
     lines = ["# Model-collapse run", ""]
     if config:
         exp = config.get("experiment", config)
-        enc = config.get("encoders", {})
+        seeds = config.get("seeds", {})
         lines += [f"- preset `{exp.get('name')}`, corpus `{exp.get('corpus')}`, init `{exp.get('init')}`, "
-                  f"n_k = {exp.get('n_measure')}, n_A = {exp.get('n_sub')} (fixed indices), delta = {exp.get('delta')}",
-                  f"- encoder(s): {', '.join(sorted({str(v.get('name')) + ' (m=' + str(v.get('dim')) + ')' for v in enc.values()}))}"
-                  if enc else "- encoder: see config.json"]
-    lines += ["- U_cov on the fixed subset; band = Theorem-3 half-width of dU, sqrt(hw_g^2 + hw_0^2); null = max |U_cov| "
-              "change when generation 0 is re-sampled with other keys; a drift counts when |dU| > max(band, null).",
-              "- effective rank = exp(spectral entropy) of G = AᵀA of the L2-normalised embeddings, centred (rows minus "
-              "mean) / uncentred; distinct-2 on words; NLL in bits/char under generation 0.", ""]
+                  f"n_k = {exp.get('n_measure')}, n_A = {exp.get('n_sub')} (fixed indices, stored), "
+                  f"delta = {exp.get('delta')}, null: {exp.get('null_keys')} re-samples of generation 0"]
+        for seed, rec in sorted(seeds.items()):
+            enc = rec.get("encoder", {})
+            fb = f" — FALLBACK from `{enc.get('requested')}`: {enc.get('fallback')}" if enc.get("fallback") else ""
+            lines.append(f"- seed {seed}: encoder {enc.get('name')} (m = {enc.get('dim')}){fb}; "
+                         f"n_A / m = {rec.get('regime', {}).get('ratio')}")
+    lines += ["- U_cov on the fixed subset; band = SIGMA's band of dU (sigma_jax.drift); null = the 95% quantile of "
+              "|U_cov - U_cov(0)| over re-samples of generation 0 with other keys; threshold = max(band, null) "
+              "(which one binds in brackets). The control band across seeds is in summary.csv.",
+              "- effective rank = exp(spectral entropy) of G = AᵀA of the L2-normalised embeddings, centred "
+              "(rows minus mean) / uncentred; distinct-2 on words; NLL in bits/char under generation 0; "
+              "train_chars = characters of the generation's training set.", ""]
     for arm, rows in sorted(results.items()):
         lines += [f"## {arm}", "",
-                  "| gen | U_cov ± band | dU | null | verdict | bpc | distinct-2 | eff. rank (c / unc) | NLL₀ mean / p99 |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| gen | U_cov ± band | dU | null | threshold | verdict | bpc | distinct-2 | eff. rank (c / unc) "
+                  "| NLL₀ mean / p99 | train_chars |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             s = r["sigma_sub"]
             verdict = "below" if r["below_band"] else ("above" if r["above_band"] else "within")
             if r["generation"] == 0:
                 verdict = "-"
             lines.append(f"| {r['generation']} | {s['u_cov']:.1f} ± {s['ci_halfwidth']:.1f} | {r['dU']:+.1f} | "
-                         f"{r['null_spread']:.1f} | {verdict} | {r['bpc_heldout']:.3f} | {r['distinct_2']:.3f} | "
+                         f"{r['null_q95']:.1f} | {r['threshold']:.1f} ({r['binding']}) | {verdict} | "
+                         f"{r['bpc_heldout']:.3f} | {r['distinct_2']:.3f} | "
                          f"{r['eff_rank_centred']:.1f} / {r['eff_rank_uncentred']:.2f} | "
-                         f"{r['nll_gen0_bits']['mean']:.2f} / {r['nll_gen0_bits']['p99']:.2f} |")
+                         f"{r['nll_gen0_bits']['mean']:.2f} / {r['nll_gen0_bits']['p99']:.2f} | {r['train_chars']} |")
         first = next((r["generation"] for r in rows if r["below_band"]), None)
         lines += ["", f"Drift below max(band, null) first at generation {first}." if first is not None
                   else "Drift never left max(band, null) downwards in this run.", ""]
@@ -175,24 +194,29 @@ def markdown_report(results: dict, config: dict | None = None, figures: list | N
 
 
 def write_report(out_dir: str) -> tuple[str, list]:
-    """Plots + ``report.md`` for the run in ``out_dir``; returns (report path, figure paths).
+    """Plots, ``report.md`` and the study tables (``summary.csv``, ``seed_intervals.csv``,
+    ``early_warning.csv``) for the run in ``out_dir``; returns (report path, figure paths).
 
     Example:
         >>> def row(g, du):                       # the fields the report reads from a metrics row
         ...     return {"generation": g, "sigma_sub": {"u_cov": -80.0 + du, "ci_halfwidth": 2.0}, "dU": du,
-        ...             "band": 2.0, "null_spread": 1.0, "below_band": du < -2.0, "above_band": du > 2.0,
-        ...             "bpc_heldout": 2.5, "distinct_2": 0.9, "eff_rank_centred": 30.0, "eff_rank_uncentred": 5.0,
-        ...             "nll_gen0_bits": {"mean": 2.4, "p99": 4.0, "hist": [0] * 9 + [8] + [0] * 22}}
+        ...             "band": 2.0, "null_q95": 1.0, "threshold": 2.0, "binding": "band", "below_band": du < -2.0,
+        ...             "above_band": du > 2.0, "bpc_heldout": 2.5, "distinct_2": 0.9, "eff_rank_centred": 30.0,
+        ...             "eff_rank_uncentred": 5.0, "train_chars": 1000, "train_steps": 10, "strategy": "replace",
+        ...             "seed": 0, "temperature": 0.7,
+        ...             "nll_gen0_bits": {"mean": 2.4, "p50": 2.4, "p99": 4.0, "hist": [0] * 9 + [8] + [0] * 22}}
         >>> import tempfile
         >>> out = tempfile.mkdtemp()
         >>> os.makedirs(os.path.join(out, "replace_T0.7_s0"))
         >>> with open(os.path.join(out, "replace_T0.7_s0", "metrics.jsonl"), "w") as fh:
         ...     _ = fh.write(json.dumps(row(0, 0.0)) + "\\n" + json.dumps(row(1, -5.0)) + "\\n")
         >>> path, figs = write_report(out)
-        >>> os.path.basename(path), len(figs)
-        ('report.md', 2)
+        >>> os.path.basename(path), len(figs), os.path.exists(os.path.join(out, "summary.csv"))
+        ('report.md', 2, True)
         >>> import shutil; shutil.rmtree(out)
     """
+    from sigma_jax.collapse.study import write_tables
+
     results = load_results(out_dir)
     if not results:
         raise ValueError(f"no metrics.jsonl under {out_dir!r}.")
@@ -202,7 +226,7 @@ def write_report(out_dir: str) -> tuple[str, list]:
         with open(cp, encoding="utf-8") as fh:
             cfg = json.load(fh)
     figs = plot_results(results, out_dir)
+    write_tables(results, out_dir)
     path = os.path.join(out_dir, "report.md")
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(markdown_report(results, cfg, figs))
+    write_text_atomic(path, markdown_report(results, cfg, figs))
     return path, figs

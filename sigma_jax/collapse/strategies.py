@@ -16,9 +16,14 @@ set* drawn from each source:
 ``accumulate-subsample`` the pool of ``accumulate`` (size-weighted) but a training set of
                        fixed size (that of the real set), drawn without replacement
                        (Kazdan et al.).
+``control``            real data only, of the same size as ``replace``'s training set:
+                       the recursion switched off.  The LM pipeline gives every
+                       generation a *fresh*, disjoint real set (see
+                       :func:`sigma_jax.collapse.data.real_sets`); where the real source
+                       is one fixed sample (the toy chains) control refits on it.
 =====================  ==============================================================
 
-The training set size is the caller's: ``replace``/``mix``/``accumulate-subsample``
+The training set size is the caller's: ``replace``/``control``/``mix``/``accumulate-subsample``
 keep it fixed; ``accumulate`` uses the whole pool (``source_counts`` with
 ``total=None``).
 """
@@ -32,7 +37,7 @@ import numpy as np
 
 __all__ = ["STRATEGIES", "Strategy", "source_weights", "source_counts"]
 
-STRATEGIES = ("replace", "accumulate", "mix", "accumulate-subsample")
+STRATEGIES = ("replace", "accumulate", "mix", "accumulate-subsample", "control")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +87,8 @@ def source_weights(strategy: "str | Strategy", generation: int, sizes: Sequence[
     Example:
         >>> source_weights("mix", 3).round(2).tolist()
         [0.1, 0.0, 0.0, 0.9]
+        >>> source_weights("control", 2).tolist()      # the recursion switched off: real data only
+        [1.0, 0.0, 0.0]
     """
     s = Strategy.parse(strategy)
     g = int(generation)
@@ -93,6 +100,8 @@ def source_weights(strategy: "str | Strategy", generation: int, sizes: Sequence[
         return w
     if s.name == "replace":
         w[g] = 1.0
+    elif s.name == "control":
+        w[0] = 1.0
     elif s.name == "mix":
         w[0] = s.real_fraction
         w[g] = 1.0 - s.real_fraction
