@@ -8,9 +8,8 @@
 Contenders, timed side by side in one process (one warm-up call each, then ``--repeats`` rounds in
 which every contender is called once, round-robin; the minimum is reported):
 
-* ``sigma_jax`` at ``precision="float64"`` (the default), ``"split"`` and ``"mixed"``, all called
-  through :func:`sigma_jax_report` -- **the adapter** (see there: it points at the new producers
-  ``sigma_jax._blas`` / ``sigma_jax._split`` until they are wired into ``sigma_jax.sigma``);
+* ``sigma_jax`` at ``precision="float64"`` (the default: host float64 BLAS for a NumPy array on
+  the CPU), ``"split"`` and ``"mixed"``, all through ``sigma_jax.sigma`` (:func:`sigma_jax_report`);
 * ``sigma_jax XLA f64 (current)``: today's ``sigma_jax.sigma`` on a device array (the jittable path);
 * ``numpy/scipy``: the best report a NumPy/SciPy user would write (:func:`numpy_report`: gather the
   subset, normalise in float64, ``v.T @ v``, ``scipy.linalg.cho_factor``, ``solve_triangular``);
@@ -36,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import ctypes
-import dataclasses
 import datetime
 import json
 import os
@@ -52,75 +50,44 @@ import scipy
 import scipy.linalg
 
 import sigma_jax as sj
-from sigma_jax import _blas, _split
-from sigma_jax.report import SigmaStats, band_ridge, report_from_stats, row_moments
-from sigma_jax._x64 import x64
+from sigma_jax import _split
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "bench_sigma.json"
 DELTA, RHO, Z95 = 1e-3, 1.0, 1.959963984540054
 
 
-# --------------------------------------------------------------------------- the adapter (the lead rewires this)
+# --------------------------------------------------------------------------- sigma_jax's contenders
 
 
 def sigma_jax_report(a32: np.ndarray, a_dev, idx, n_total: int, precision: str) -> dict:
-    """ADAPTER: sigma_jax's report at ``precision`` -- the one place this script calls sigma_jax's exact path.
+    """``sigma_jax.sigma`` at ``precision``, as a user calls it.
 
-    Until ``precision="split"`` and the host BLAS path are wired into ``sigma_jax.sigma``, this calls
-    the new producers directly and assembles with the library's one assembler (``report_from_stats``):
-
-    * ``"float64"``: ``_blas.host_gram`` + ``_blas.host_leverages`` on the host array (the CPU default);
-    * ``"split"``: ``_split.split_gram`` (float32-only device part, ``terms=3``) on the device array,
-      finished in float64 on the host; the band's q pass is the host one;
-    * ``"mixed"``: today's ``sj.sigma(..., precision="mixed")`` on the device array.
-
-    Once wired, replace the body by
-    ``rep = sj.sigma(a32, subset=idx, n_total=n_total, precision=precision, validate=False)`` and
-    ``return _as_dict(rep)``.
+    * ``"float64"`` on the host array: the CPU default (float64 BLAS, :func:`sigma_jax.gram.blas_stats`);
+    * ``"split"`` on the device array: float32-only device part, finished on the host
+      (:func:`sigma_jax.gram.split_stats`);
+    * ``"mixed"`` on the device array (the jittable XLA path with float32 chunk products).
     """
-    if precision == "mixed":
-        sub = None if idx is None else jnp.asarray(idx)
-        return _as_dict(jax.block_until_ready(sj.sigma(a_dev, subset=sub, n_total=n_total, validate=False,
-                                                       precision="mixed")))
-    n_sub = a32.shape[0] if idx is None else len(idx)
-    if precision == "float64":
-        g = _blas.host_gram(a32, idx)
-    elif precision == "split":
-        rows = a_dev if idx is None else a_dev[jnp.asarray(idx)]
-        g = _split.pair_to_f64(_SPLIT_JIT(rows))
-    else:
-        raise ValueError(f"unknown precision {precision!r}")
-    q_mom = None
-    if n_sub < n_total:
-        q = _blas.host_leverages(a32, idx, g, delta=band_ridge(DELTA, n_sub, n_total))
-        with x64():
-            q_mom = np.asarray(row_moments(q, n_sub))
-    return _as_dict(_report(g, q_mom, n_sub, n_total))
-
-
-_SPLIT_JIT = jax.jit(lambda rows: _split.split_gram(rows, terms=3))
-
-
-_REPORT_JIT = jax.jit(lambda stats: report_from_stats(stats, delta=DELTA, rho=RHO))
-
-
-def _report(g, q_mom, n_sub, n_total):
-    """The library's one assembler, jitted (eager dispatch of its ops costs ~0.1 s), on float64 statistics."""
-    kw = dict(gram=g, logdets=None, q_moments=q_mom, q_count=n_sub, n_sub=n_sub, n_total=n_total, dim=g.shape[0])
-    if "dof" in {f.name for f in dataclasses.fields(SigmaStats)}:
-        kw["dof"] = None
-    with x64():  # float64 arguments stay float64 across the jit boundary
-        return jax.block_until_ready(_REPORT_JIT(SigmaStats(**kw)))
+    sub = None if idx is None else jnp.asarray(idx)
+    arr = a32 if precision == "float64" else a_dev
+    return _as_dict(jax.block_until_ready(sj.sigma(arr, subset=sub, n_total=n_total, precision=precision,
+                                                   validate=False)))
 
 
 def _as_dict(rep) -> dict:
     return {k: float(getattr(rep, k)) for k in ("logdet", "u_cov", "g_kf", "ci_halfwidth")}
 
 
+_XLA_SIGMA = {}
+
+
 def current_xla_report(a_dev, idx, n_total: int) -> dict:
-    """Today's jittable ``sigma_jax.sigma`` (XLA float64) on a device array: the pre-issue baseline."""
+    """``sigma_jax.sigma`` under ``jit`` (the jittable XLA float64 path, :func:`sigma_jax.gram.dense_stats`):
+    the pre-issue default, and what runs inside jitted code or on an accelerator."""
+    key = (idx is None, n_total)
+    if key not in _XLA_SIGMA:
+        _XLA_SIGMA[key] = jax.jit(lambda a, sub: sj.sigma(a, subset=sub, n_total=n_total, validate=False))
     sub = None if idx is None else jnp.asarray(idx)
-    return _as_dict(jax.block_until_ready(sj.sigma(a_dev, subset=sub, n_total=n_total, validate=False)))
+    return _as_dict(jax.block_until_ready(_XLA_SIGMA[key](a_dev, sub)))
 
 
 # --------------------------------------------------------------------------- NumPy/SciPy best practice, floors
@@ -306,7 +273,7 @@ def run_accuracy(n: int, m: int, rng, contenders) -> tuple[list, list]:
         if "sigma_jax split" in contenders:
             res["sigma_jax split"] = sigma_jax_report(a32, a_dev, None, n, "split")
             pair = _split.pair_to_f64(jax.jit(_split.split_gram)(a_dev))  # the (hi, lo) contract itself
-            res["sigma_jax split (pair)"] = _as_dict(_report(pair, None, n, n))
+            res["sigma_jax split (pair)"] = _as_dict(sj.sigma_from_gram(pair, n_sub=n, n_total=n))
         if "sigma_jax mixed" in contenders:
             res["sigma_jax mixed"] = sigma_jax_report(a32, a_dev, None, n, "mixed")
         if "sigma_jax XLA f64 (current)" in contenders:

@@ -31,7 +31,11 @@ import os
 import sys
 import time
 
-import numpy as np
+# one BLAS thread: XLA:CPU runs the batched solves on its own threads, and a multithreaded OpenBLAS
+# called from several of them at once has deadlocked (futex wait) at m = 128
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))

@@ -30,7 +30,16 @@ from sigma_jax.report import Drift, SigmaReport, SigmaStats, drift, report_from_
 
 
 def analyze(inputs, **kwargs):
-    """One-call table of SIGMA and spectral metrics over several sets of texts or embeddings (see :mod:`sigma_jax.analysis`)."""
+    """One-call table of SIGMA and spectral metrics over several sets of texts or embeddings.
+
+    Imported lazily (it pulls in the text readers and encoders); the arguments are those of
+    :func:`sigma_jax.analysis.analyze`.
+
+    Example:
+        >>> sets = [jax.random.normal(jax.random.key(i), (200, 6)) for i in range(2)]
+        >>> [r["n"] for r in analyze(sets).rows]
+        [200, 200]
+    """
     from sigma_jax.analysis import analyze as _analyze
 
     return _analyze(inputs, **kwargs)

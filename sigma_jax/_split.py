@@ -87,7 +87,7 @@ from jax import lax
 
 from sigma_jax._linalg import HIGHEST
 
-__all__ = ["split_chunk_gram", "split_gram", "to_pair", "pair_to_f64", "SplitPair", "SplitTriple", "MAX_CHUNK_ROWS",
+__all__ = ["split_chunk_gram", "split_gram", "to_pair", "pair_to_f64", "leverages_f32", "SplitPair", "SplitTriple", "MAX_CHUNK_ROWS",
            "PIECE_BITS", "NUM_PIECES", "PAIRS", "GEMMS_PER_CHUNK"]
 
 PIECE_BITS = 8
@@ -541,6 +541,50 @@ def split_gram(rows, *, normalize: bool = True, chunk_rows: int = MAX_CHUNK_ROWS
 
     state = lax.fori_loop(0, n_iter, body, state)
     return _symmetrize(state, terms)
+
+
+def leverages_f32(rows, inv_l, *, n_sub, normalize: bool = True, chunk_rows: int = 4096):
+    """The band's Mahalanobis pass on a float64-free device: ``q_i = n_A ||L^-1 vhat_i||^2`` per row, in float32.
+
+    The companion of :func:`split_gram` for ``sigma(..., precision="split")``: ``L^-1`` (m, m) comes
+    from the host (float64 Cholesky of ``G_A + eps I``, cast to float32) and each chunk is one
+    float32 product at ``precision=HIGHEST``.  *Not* error-free: ``q`` carries float32 rounding
+    (measured against float64 in ``tests/test_split.py``), which only reaches the report's
+    second-order terms (the band and the bias corrections), never ``logdet`` or ``U_cov``.
+
+    Args:
+        rows: (n, m) float32 rows (the ``hi`` part of :func:`to_pair` for float64 input).
+        inv_l: (m, m) lower-triangular ``L^-1``.
+        n_sub: ``n_A`` (a Python number).
+        normalize: L2-normalise rows (scaled by their largest entry first, so no square overflows).
+        chunk_rows: rows per product.
+
+    Returns:
+        (n,) float32 leverages.  jit-compatible (``n_sub``, ``normalize``, ``chunk_rows`` static).
+
+    Example:
+        >>> q = leverages_f32(jnp.eye(3), jnp.eye(3), n_sub=3)
+        >>> q.tolist()
+        [3.0, 3.0, 3.0]
+    """
+    xh = jnp.asarray(rows, _F32)
+    _check_rows(xh)
+    inv_l = jnp.asarray(inv_l, _F32)
+    n = xh.shape[0]
+    c = max(1, min(int(chunk_rows), n))
+
+    def body(i, q):
+        start = jnp.minimum(i * c, n - c)  # the last chunk overlaps its predecessor: it rewrites equal values
+        b = lax.dynamic_slice_in_dim(xh, start, c)
+        if normalize:
+            amax = jnp.max(jnp.abs(b), axis=1, keepdims=True)
+            b = b / jnp.where(amax > 0, amax, 1.0)
+            sq = jnp.sum(b * b, axis=1, keepdims=True)
+            b = b * jnp.where(sq > 0, lax.rsqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+        w = jnp.matmul(b, inv_l.T, precision=HIGHEST)
+        return lax.dynamic_update_slice_in_dim(q, jnp.sum(w * w, axis=1) * _F32(n_sub), start, 0)
+
+    return lax.fori_loop(0, -(-n // c), body, jnp.zeros((n,), _F32))
 
 
 def pair_to_f64(pair) -> np.ndarray:

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sigma_jax import gram
+from sigma_jax import _blas, gram
 from sigma_jax._linalg import logdet_spd
 from sigma_jax._x64 import x64
 from sigma_jax.gram import q_moments
@@ -23,9 +23,10 @@ from sigma_jax.report import (Drift, SigmaReport, SigmaStats, check_finite, drif
                               resolve_subset, validate_rows)
 
 __all__ = ["SigmaReport", "Drift", "sigma", "sigma_from_gram", "q_moments", "drift", "logdet_spd", "resolve_subset",
-           "METHODS"]
+           "METHODS", "PRECISIONS"]
 
 METHODS = ("exact", "stochastic", "auto")
+PRECISIONS = ("float64", "split", "mixed")
 _HOST_STREAM_BYTES = 1 << 28  # host (numpy / memmap) inputs above 256 MiB are streamed chunk by chunk
 
 
@@ -56,6 +57,62 @@ def _dense_report(rows, *, n_total, delta, rho, normalize, level, chunk_rows, pr
     stats = gram.dense_stats(rows, n_total=n_total, delta=delta, normalize=normalize, chunk_rows=chunk_rows,
                              precision=precision)
     return report_from_stats(stats, delta=delta, rho=rho, level=level)
+
+
+@functools.partial(jax.jit, static_argnames=("delta", "rho", "level"))
+def _stats_report(stats, *, delta, rho, level):
+    return report_from_stats(stats, delta=delta, rho=rho, level=level)
+
+
+def _host_report(stats, *, delta, rho, level):
+    """The one assembler, jitted, on the host CPU in float64 (statistics from the host and split producers)."""
+    with x64(), gram.host_device():
+        return _stats_report(stats, delta=float(delta), rho=float(rho), level=float(level))
+
+
+def _on_host_cpu(emb) -> bool:
+    """Concrete float32/float64 rows the CPU's BLAS can read in place (NumPy, memmap, a CPU JAX array)."""
+    if isinstance(emb, np.ndarray):
+        ok = jax.default_backend() == "cpu"
+    elif isinstance(emb, jax.Array) and not isinstance(emb, jax.core.Tracer):
+        ok = emb.is_fully_addressable and all(d.platform == "cpu" for d in emb.devices())
+    else:
+        return False
+    return ok and np.dtype(emb.dtype) in (np.float32, np.float64)
+
+
+def _sorted_unique(idx):
+    """Sorted positions of a concrete subset without repeats, else None (the host path then does not apply)."""
+    if idx is None or isinstance(idx, jax.core.Tracer):
+        return None
+    pos = np.sort(np.asarray(idx))
+    return pos if pos.size < 2 or bool(np.all(pos[1:] > pos[:-1])) else None
+
+
+def _blas_report(inp, *, delta, rho, normalize, level, validate):
+    emb = np.asarray(inp.embeddings)
+    emb = emb if inp.n == emb.shape[0] else emb[:inp.n]
+    pos = None if inp.idx is None else _sorted_unique(inp.idx)
+    try:
+        stats = gram.blas_stats(emb, pos, n_total=inp.n_total, delta=delta, normalize=normalize,
+                                check_rho=float(rho) if validate else None)
+    except _blas.BadRows:
+        validate_rows(inp, normalize=normalize, rho=rho)  # raises the precise message (which rows, which fix)
+        raise ValueError("`embeddings` has rows whose squared norm overflows float64; rescale the embeddings.")
+    return _host_report(stats, delta=delta, rho=rho, level=level)
+
+
+def _split_report(inp, *, delta, rho, normalize, level):
+    emb, idx = inp.embeddings, inp.idx
+    if isinstance(emb, jax.core.Tracer) or isinstance(idx, jax.core.Tracer):
+        raise ValueError("precision='split' finishes on the host and cannot run under jit/vmap; call `sigma` "
+                         "outside the transformation, or use precision='float64' inside it.")
+    if idx is not None:
+        emb = emb[np.asarray(idx)] if isinstance(emb, np.ndarray) else jnp.asarray(emb)[jnp.asarray(idx)]
+    elif inp.n < emb.shape[0]:
+        emb = emb[:inp.n]
+    stats = gram.split_stats(emb, n_total=inp.n_total, delta=delta, normalize=normalize)
+    return _host_report(stats, delta=delta, rho=rho, level=level)
 
 
 def _auto_method(method: str, m: int, n_sub: int, n_total: int, key) -> str:
@@ -90,10 +147,15 @@ def sigma(embeddings, *, n_total: int | None = None, subset=None, delta: float =
         chunk_rows: rows per float64 block.
         validate: value checks on concrete inputs (NaN/Inf, zero rows, norms).
         precision: ``"float64"`` (default: products and sums in float64, accurate to
-            ~1e-12 relative) or ``"mixed"`` (float32 products per chunk, float64
+            ~1e-12 relative; on the CPU, concrete inputs go through the platform's float64 BLAS --
+            :func:`sigma_jax.gram.blas_stats`, at the floor of one float64 ``A^T A`` -- and traced
+            ones through XLA, :func:`sigma_jax.gram.dense_stats`), ``"split"`` (float64-accurate
+            Gram from float32 arithmetic only, for TPUs and fast-float32 GPUs:
+            :func:`sigma_jax.gram.split_stats`; ~13 float32 GEMMs of work, finished on the host,
+            not under ``jit``) or ``"mixed"`` (float32 products per chunk, float64
             sums: faster, accurate on healthy spectra but not on collapsed ones --
             measured in ``experiments/bench_sigma.py``).  Cholesky and the band are
-            always float64; host arrays streamed in chunks (> 256 MiB) always use float64.
+            always float64; host arrays streamed to an accelerator in chunks (> 256 MiB) use float64.
         method: ``"exact"`` (Cholesky of the m x m Gram, the paper's path), ``"stochastic"``
             (deflated stochastic Lanczos quadrature through the Gram operator, never forming G;
             needs ``key``; see :func:`sigma_jax.estimators.sigma_stochastic`), or ``"auto"``:
@@ -119,15 +181,21 @@ def sigma(embeddings, *, n_total: int | None = None, subset=None, delta: float =
     """
     if method not in METHODS:
         raise ValueError(f"`method` must be one of {METHODS}, got {method!r}.")
-    if precision not in gram.PRECISIONS:
-        raise ValueError(f"`precision` must be one of {gram.PRECISIONS}, got {precision!r}.")
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {PRECISIONS}, got {precision!r}.")
     inp = resolve_inputs(embeddings, n_total=n_total, subset=subset, key=key, delta=delta, rho=rho, level=level,
                          ridge_only=ridge_only)
-    if validate:
-        validate_rows(inp, normalize=normalize, rho=rho)
     method = _auto_method(method, inp.dim, inp.n_sub, inp.n_total, key)
     emb, idx = inp.embeddings, inp.idx
-    if method == "stochastic":
+    host_blas = (method == "exact" and precision == "float64" and _on_host_cpu(emb)
+                 and (idx is None or _sorted_unique(idx) is not None))
+    if validate and not host_blas:  # the BLAS sweep checks the rows itself, in the same pass
+        validate_rows(inp, normalize=normalize, rho=rho)
+    if host_blas:
+        report = _blas_report(inp, delta=delta, rho=rho, normalize=normalize, level=level, validate=validate)
+    elif method == "exact" and precision == "split":
+        report = _split_report(inp, delta=delta, rho=rho, normalize=normalize, level=level)
+    elif method == "stochastic":
         if key is None:
             raise ValueError("method='stochastic' needs `key` (e.g. `key=jax.random.key(0)`) for its probes.")
         from sigma_jax.estimators.stochastic_sigma import stochastic_report

@@ -14,6 +14,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from sigma_jax._linalg import mm as _mm
+
 __all__ = ["power_law_covariance", "collapsing_generations"]
 
 
@@ -55,8 +57,8 @@ def collapsing_generations(key, *, n_generations: int = 5, n_samples: int = 1200
     out = []
     for g in range(n_generations + 1):
         k_fit, k_out = jax.random.split(jax.random.fold_in(key, g))
-        out.append(jax.random.normal(k_out, (n_samples, dim)) @ chol.T)
-        x = jax.random.normal(k_fit, (fit_samples, dim)) @ chol.T
-        cov = x.T @ x / fit_samples
+        out.append(_mm(jax.random.normal(k_out, (n_samples, dim)), chol.T))
+        x = _mm(jax.random.normal(k_fit, (fit_samples, dim)), chol.T)
+        cov = _mm(x.T, x) / fit_samples
         chol = jnp.linalg.cholesky(cov + 1e-7 * jnp.eye(dim))
     return jnp.stack(out)

@@ -18,8 +18,17 @@ Products are formed in float64 and the accumulator is kept as a float32
 boundaries without JAX's global x64 flag (see ``sigma_jax._x64``).
 
 Producers of SIGMA's sufficient statistics (:class:`sigma_jax.report.SigmaStats`):
-:func:`dense_stats` (in-memory rows, jittable) and :func:`host_stats` (host arrays and
-memmaps, two streamed passes).  Both use the one chunked Gram (:func:`gram_f64`) and the one
+
+* :func:`dense_stats` -- in-memory rows, **jittable** (XLA float64; the path under ``jit``/``vmap``
+  and on accelerators);
+* :func:`blas_stats` -- concrete host arrays on the CPU: the platform's float64 BLAS (chunked
+  ``dsyrk`` + ``dtrmm``, :mod:`sigma_jax._blas`), **the CPU default** of :func:`sigma_jax.sigma`
+  (at the floor of one float64 ``A^T A``; not jittable);
+* :func:`split_stats` -- ``precision="split"``: float64-accurate ``G_A`` from float32 arithmetic
+  only (:mod:`sigma_jax._split`), finished on the host (for TPUs and fast-float32 GPUs);
+* :func:`host_stats` -- host arrays and memmaps streamed to an accelerator in two passes.
+
+:func:`dense_stats` and :func:`host_stats` use the one chunked Gram (:func:`gram_f64`) and the one
 Mahalanobis pass (:func:`q_moments`) that the sharded producers also run on their local rows.
 The matrix-free :class:`~sigma_jax.operators.GramOperator` lives in :mod:`sigma_jax.operators`
 (re-exported here).
@@ -35,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sigma_jax import _checks, _io
+from sigma_jax import _blas, _checks, _io, _split
 from sigma_jax._linalg import HIGHEST, inv_chol
 from sigma_jax._x64 import f64, join, split, x64
 from sigma_jax.operators import GramOperator, gram_operator  # re-exported: the operator lives in operators.py
@@ -52,6 +61,9 @@ __all__ = [
     "band_factor",
     "dense_stats",
     "host_stats",
+    "blas_stats",
+    "split_stats",
+    "host_device",
     "accumulate",
     "iter_chunks",
     "load_embeddings",
@@ -303,7 +315,7 @@ def host_stats(array, idx=None, *, n_total: int | None = None, delta: float = 1e
         >>> a = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
         >>> s = host_stats(a, n_total=600, chunk_rows=128)
         >>> int(s.n_sub), s.q_moments.shape
-        (300, (4,))
+        (300, (6,))
     """
     state = accumulate(_subset_blocks(array, idx, chunk_rows), dim=array.shape[1], normalize=normalize,
                        chunk_rows=chunk_rows, validate=False, progress=progress)
@@ -319,6 +331,102 @@ def host_stats(array, idx=None, *, n_total: int | None = None, delta: float = 1e
                 rows, mask = _io.pad_rows(np.asarray(block), chunk_rows)
                 q = q + _q_block_jit(jnp.asarray(rows), inv_l, n_sub, jnp.asarray(mask), normalize)
     return SigmaStats(g, None, q, n_sub, n_sub, n_total, array.shape[1], None, inv_l)
+
+
+def host_device():
+    """Context placing JAX work on the host CPU (float64 finishing steps of the host and split producers).
+
+    Example:
+        >>> with host_device():
+        ...     jnp.zeros(2).devices() == {jax.devices("cpu")[0]}
+        True
+    """
+    return jax.default_device(jax.devices("cpu")[0])
+
+
+def blas_stats(array, idx=None, *, n_total: int | None = None, delta: float = 1e-3, normalize: bool = True,
+               chunk_rows: int = _blas.DEFAULT_CHUNK_ROWS, check_rho: float | None = None) -> SigmaStats:
+    """SIGMA's statistics of a host array by the CPU's float64 BLAS: chunked ``dsyrk`` for ``G_A``, ``dtrmm`` for q.
+
+    The CPU default of :func:`sigma_jax.sigma` for concrete inputs (NumPy arrays, memmaps, JAX
+    arrays on the CPU): two cache-blocked sweeps over the float32 rows, each chunk cast and
+    normalised in a reused float64 buffer (:mod:`sigma_jax._blas`).  Not jittable: under
+    ``jit``/``vmap`` ``sigma`` uses :func:`dense_stats`, which agrees to ~1e-12 relative.
+
+    Args:
+        array: (n, m) NumPy array or memmap (float32 or float64).
+        idx: sorted, repeat-free 1-D positions of the ``n_A`` observed rows, or None for all rows.
+        n_total, delta, normalize: as in :func:`sigma_jax.sigma`.
+        chunk_rows: rows per BLAS call (cache-sized).
+        check_rho: check the rows in the same sweep (see :func:`sigma_jax._blas.host_gram`).
+
+    Example:
+        >>> a = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+        >>> s = blas_stats(a, np.arange(0, 300, 2), n_total=300)
+        >>> int(s.n_sub), s.gram.shape, s.q_moments.shape
+        (150, (4, 4), (6,))
+    """
+    n_sub = array.shape[0] if idx is None else int(np.size(idx))
+    n_total = n_sub if n_total is None else int(n_total)
+    g = _blas.host_gram(array, idx, normalize=normalize, chunk_rows=chunk_rows, check_rho=check_rho)
+    q = None
+    if n_sub < n_total:
+        lev = _blas.host_leverages(array, idx, g, delta=band_ridge(delta, n_sub, n_total), normalize=normalize,
+                                   chunk_rows=chunk_rows)
+        with x64(), host_device():
+            q = np.asarray(row_moments(jnp.asarray(lev), n_sub))
+    return SigmaStats(g, None, q, n_sub, n_sub, n_total, array.shape[1])
+
+
+@functools.partial(jax.jit, static_argnames=("normalize", "chunk_rows", "pieces", "terms"))
+def _split_gram_jit(pair, normalize, chunk_rows, pieces, terms):
+    return _split.split_gram(pair, normalize=normalize, chunk_rows=chunk_rows, pieces=pieces, terms=terms)
+
+
+@functools.partial(jax.jit, static_argnames=("n_sub", "normalize"))
+def _leverages_f32_jit(rows, inv_l, n_sub, normalize):
+    return _split.leverages_f32(rows, inv_l, n_sub=n_sub, normalize=normalize)
+
+
+def split_stats(rows, *, n_total: int | None = None, delta: float = 1e-3, normalize: bool = True,
+                chunk_rows: int = _split.MAX_CHUNK_ROWS, pieces: str = "float32", terms: int = 3) -> SigmaStats:
+    """SIGMA's statistics with a float64-free device part (``precision="split"``), finished in float64 on the host.
+
+    ``G_A`` by :func:`sigma_jax._split.split_gram` (exact float32 products of 8-bit pieces, error-free
+    accumulation; ~1e-15 relative per entry), moved to the host as float64; when ``n_A < n_total``
+    the band factor ``L^-1`` is computed there in float64 and the leverages on the device in
+    float32 (:func:`sigma_jax._split.leverages_f32`: they only feed the band and bias terms).
+    Cost: 13 float32 GEMM equivalents of ``A^T A`` (:data:`sigma_jax._split.GEMMS_PER_CHUNK`) plus one
+    float32 ``A L^-T``.  Not jittable (the host finish).
+
+    Args:
+        rows: (n_A, m) observed rows: float32 / bfloat16 device or host array, or float64 (NumPy
+            float64 is split into a float32 pair on the host).
+        n_total, delta, normalize: as in :func:`sigma_jax.sigma`.
+        chunk_rows, pieces, terms: of :func:`sigma_jax._split.split_gram` (``terms=3``: the triple,
+            no rounding of the result).
+
+    Example:
+        >>> a = np.random.default_rng(0).normal(size=(300, 4)).astype(np.float32)
+        >>> s = split_stats(a, n_total=600)
+        >>> v = np.float64(a) / np.linalg.norm(np.float64(a), axis=1, keepdims=True)
+        >>> bool(np.abs(s.gram - v.T @ v).max() < 1e-13), s.q_moments.shape
+        (True, (6,))
+    """
+    pair = _split.to_pair(rows, normalize=normalize)
+    n_sub, m = pair[0].shape
+    n_total = n_sub if n_total is None else int(n_total)
+    g = _split.pair_to_f64(jax.device_get(_split_gram_jit(pair, normalize, int(chunk_rows), pieces, int(terms))))
+    if not np.all(np.isfinite(g)):
+        raise ValueError("`embeddings` has non-finite values (NaN or Inf) in the rows used; clean or drop those rows.")
+    q = None
+    if n_sub < n_total:
+        with x64(), host_device():
+            inv_l = np.asarray(band_factor(jnp.asarray(g), delta, n_sub, n_total), np.float32)
+        lev = np.asarray(_leverages_f32_jit(pair[0], inv_l, float(n_sub), normalize), np.float64)
+        with x64(), host_device():
+            q = np.asarray(row_moments(jnp.asarray(lev), n_sub))
+    return SigmaStats(g, None, q, n_sub, n_sub, n_total, m)
 
 
 # --------------------------------------------------------------------------- streaming state

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 
 from sigma_jax import _checks, gram
+from sigma_jax._linalg import mm as _mm
 from sigma_jax._x64 import f64, x64
 
 __all__ = [
@@ -78,7 +79,7 @@ def eigenvalues(embeddings, *, normalize: bool = True, center: bool = False, sca
             a = a * gram._row_scale(a, True)[:, None]
         if center:
             a = a - jnp.mean(a, axis=0, keepdims=True)
-        g = a @ a.T if n < m else a.T @ a
+        g = _mm(a, a.T) if n < m else _mm(a.T, a)
         lam = jnp.linalg.eigvalsh(g)[::-1]
         lam = jnp.maximum(lam, jnp.zeros((), lam.dtype))
         if n < m:

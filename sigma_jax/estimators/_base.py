@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sigma_jax._linalg import t_quantile
+from sigma_jax._linalg import mm as _mm, t_quantile
 from sigma_jax.operators import as_operator
 
 __all__ = ["Estimate", "sample_probes", "t_quantile", "estimate_from_samples", "operator_dim", "matmat_rows",
@@ -104,7 +104,7 @@ def estimate_from_samples(samples, offsets, combine: Callable, level: float, num
     mean = jnp.mean(samples, axis=0) + offsets
     value, grad = jax.value_and_grad(lambda m: combine(m, aux))(mean)
     centred = samples - jnp.mean(samples, axis=0)
-    proj = centred @ grad                                   # (k,)
+    proj = _mm(centred, grad)                                   # (k,)
     var = jnp.sum(proj * proj) / max(k - 1, 1)
     stderr = jnp.sqrt(var / k)
     tq = t_quantile(0.5 + level / 2.0, k - 1)

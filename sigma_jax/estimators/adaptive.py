@@ -32,6 +32,7 @@ from sigma_jax.estimators import _base
 from sigma_jax.estimators._base import Estimate
 from sigma_jax.estimators.krylov import lanczos, ritz
 from sigma_jax.estimators.slq import Quantity, _samples, top_eigenspace
+from sigma_jax._linalg import mm as _mm
 
 __all__ = ["adaptive_slq"]
 
@@ -93,7 +94,7 @@ def adaptive_slq(quantity: Quantity, block_probes: int, num_steps: int, *, rtol:
                     mean = s1 / nf
                     cov = (s2 - nf * jnp.outer(mean, mean)) / jnp.maximum(nf - 1.0, 1.0)
                     value, g = jax.value_and_grad(lambda m: quantity.combine(m, tr))(mean + offsets)
-                    se = jnp.sqrt(jnp.maximum(g @ cov @ g, 0.0) / nf)
+                    se = jnp.sqrt(jnp.maximum(_mm(_mm(g, cov), g), 0.0) / nf)
                     return value, se
 
             def cond(carry):
@@ -112,7 +113,7 @@ def adaptive_slq(quantity: Quantity, block_probes: int, num_steps: int, *, rtol:
                 with x64():
                     x = _samples(nodes, weights, quantity.fns, shift)
                     s1 = s1 + jnp.sum(x, axis=0)
-                    s2 = s2 + x.T @ x
+                    s2 = s2 + _mm(x.T, x)
                 return it + 1, n + block_probes, s1, s2
 
             with x64():

@@ -49,6 +49,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sigma_jax._linalg import mm as _mm
 from sigma_jax._x64 import f64, x64
 from sigma_jax.estimators import _base
 from sigma_jax.estimators.krylov import lanczos, ritz
@@ -94,10 +95,10 @@ def _collatz_wielandt(op, power_steps: int):
         if op.row_scale is not None:
             a = a * f64(op.row_scale)[:, None]
         if op.side == "feature":
-            apply = lambda x: a.T @ (a @ x)  # noqa: E731
+            apply = lambda x: _mm(a.T, _mm(a, x))  # noqa: E731
             x = jnp.ones((a.shape[1],), jnp.float64)
         else:
-            apply = lambda x: a @ (a.T @ x)  # noqa: E731
+            apply = lambda x: _mm(a, _mm(a.T, x))  # noqa: E731
             x = jnp.ones((a.shape[0],), jnp.float64)
         for _ in range(power_steps):
             y = apply(x)
@@ -122,9 +123,9 @@ def _gershgorin_low(op):
             s = s * f64(op.row_scale)[:, None]
         a = jnp.abs(s)
         if op.side == "feature":
-            diag, rows = jnp.sum(s * s, axis=0), a.T @ (a @ jnp.ones((a.shape[1],), jnp.float64))
+            diag, rows = jnp.sum(s * s, axis=0), _mm(a.T, _mm(a, jnp.ones((a.shape[1],), jnp.float64)))
         else:
-            diag, rows = jnp.sum(s * s, axis=1), a @ (a.T @ jnp.ones((a.shape[0],), jnp.float64))
+            diag, rows = jnp.sum(s * s, axis=1), _mm(a, _mm(a.T, jnp.ones((a.shape[0],), jnp.float64)))
         return f64(op.delta) + jnp.min(2.0 * diag - rows)
 
 

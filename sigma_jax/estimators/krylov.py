@@ -36,6 +36,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from sigma_jax._linalg import HIGHEST, mm as _mm
 from sigma_jax._x64 import f64, x64
 
 __all__ = ["Tridiag", "lanczos", "ritz", "project_out"]
@@ -69,7 +70,7 @@ def project_out(w, basis):
     """
     if basis is None or basis.shape[0] == 0:
         return w
-    return w - (w @ basis.T) @ basis
+    return w - _mm(_mm(w, basis.T), basis)
 
 
 def lanczos(matmat_rows: Callable, v0, num_steps: int, *, deflation=None, keep_basis: bool = False) -> Tridiag:
@@ -107,8 +108,8 @@ def lanczos(matmat_rows: Callable, v0, num_steps: int, *, deflation=None, keep_b
 
     def reorth(w, basis):
         for _ in range(2):
-            coef = jnp.einsum("ksd,kd->ks", basis, w)
-            w = w - jnp.einsum("ks,ksd->kd", coef, basis)
+            coef = jnp.einsum("ksd,kd->ks", basis, w, precision=HIGHEST)
+            w = w - jnp.einsum("ks,ksd->kd", coef, basis, precision=HIGHEST)
             w = project_out(w, deflation)
         return w
 
@@ -116,7 +117,7 @@ def lanczos(matmat_rows: Callable, v0, num_steps: int, *, deflation=None, keep_b
         basis, alphas, betas, scale = carry
         q = basis[:, j]
         w = project_out(matmat_rows(q), deflation)
-        alpha = jnp.einsum("kd,kd->k", q, w)
+        alpha = jnp.einsum("kd,kd->k", q, w, precision=HIGHEST)
         w = reorth(w, basis)
         beta = jnp.linalg.norm(w, axis=1)
         scale = jnp.maximum(scale, jnp.abs(alpha) + beta)

@@ -58,6 +58,7 @@ from sigma_jax._x64 import f64, x64
 from sigma_jax.estimators import _base
 from sigma_jax.estimators._base import Estimate
 from sigma_jax.estimators.krylov import lanczos, ritz
+from sigma_jax._linalg import HIGHEST, mm as _mm
 
 __all__ = [
     "Quantity", "Quadrature", "logdet", "spectral_entropy", "effective_rank", "participation_ratio", "eigencount",
@@ -247,12 +248,12 @@ def top_eigenspace(key, operator, rank: int, *, oversample: int = 8, power_iters
     q = _orth_rows(y)
     b = mm(q)
     with x64():
-        t = f64(q) @ f64(b).T
+        t = _mm(f64(q), f64(b).T)
         t = 0.5 * (t + t.T)
         theta, w = jnp.linalg.eigh(t)
         theta, w = theta[::-1][:rank], w[:, ::-1][:, :rank]
-        u = w.T @ f64(q)
-        res = jnp.linalg.norm(w.T @ f64(b) - theta[:, None] * u, axis=1)
+        u = _mm(w.T, f64(q))
+        res = jnp.linalg.norm(_mm(w.T, f64(b)) - theta[:, None] * u, axis=1)
     return Eigenspace(theta, u.astype(dtype), res, (power_iters + 2) * block)
 
 
@@ -411,7 +412,7 @@ def spectral_density(quad: Quadrature, grid, width: float):
         w = f64(quad.weights)
         norm = width * jnp.sqrt(2 * jnp.pi)
         kern = lambda x: jnp.exp(-0.5 * ((g[:, None] - x[None, :]) / width) ** 2) / norm  # noqa: E731
-        probe = jnp.mean(jax.vmap(lambda nd, wt: kern(nd) @ wt)(quad.nodes, w), axis=0)
+        probe = jnp.mean(jax.vmap(lambda nd, wt: _mm(kern(nd), wt))(quad.nodes, w), axis=0)
         defl = kern(quad.ritz_values).sum(axis=1)
         d = jnp.mean(jnp.sum(w, axis=1)) + quad.ritz_values.shape[0]
         return (probe + defl) / d
@@ -473,14 +474,14 @@ def slq_estimator(quantity: Quantity, num_probes: int, num_steps: int, *, deflat
                         g_t = (0.0 if g_t is None else g_t) + mu
                         h_nodes, h_ritz = h_nodes - mu, h_ritz - mu
                     # y_i = ||z|| Q^T W h(theta) W^T e1 ~ h(A) z_i
-                    coeff = jnp.einsum("ksj,kj,kj->ks", eig, eig[:, 0, :], h_nodes) * f64(tri.norms)[:, None]
+                    coeff = jnp.einsum("ksj,kj,kj->ks", eig, eig[:, 0, :], h_nodes, precision=HIGHEST) * f64(tri.norms)[:, None]
                     coeff, dc = jax.lax.stop_gradient(coeff), jax.lax.stop_gradient(h_ritz)
                     g_t = None if g_t is None else jax.lax.stop_gradient(g_t)
             if differentiable:
                 dt = z.dtype
-                zq = z if space is None else z - (z @ space.vectors.T) @ space.vectors
+                zq = z if space is None else z - _mm(_mm(z, space.vectors.T), space.vectors)
                 zq = jax.lax.stop_gradient(zq)
-                y = jnp.einsum("ks,ksd->kd", coeff.astype(dt), jax.lax.stop_gradient(tri.basis))
+                y = jnp.einsum("ks,ksd->kd", coeff.astype(dt), jax.lax.stop_gradient(tri.basis), precision=HIGHEST)
                 mm = _base.matmat_rows(operator)
                 surr = jnp.sum(y * mm(zq)) / num_probes
                 if space is not None:

@@ -37,6 +37,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from sigma_jax._linalg import mm as _mm
 from sigma_jax._x64 import f64, x64
 from sigma_jax.estimators import _base
 from sigma_jax.estimators.krylov import lanczos, ritz
@@ -96,7 +97,7 @@ def _deflation_preconditioner(space):
     theta = space.values.astype(u.dtype)
     sigma = theta[-1]
     coef = 1.0 / theta - 1.0 / sigma
-    return lambda r: r / sigma + ((r @ u.T) * coef) @ u
+    return lambda r: r / sigma + _mm(_mm(r, u.T) * coef, u)
 
 
 _OPTIONS = ("num_probes", "num_steps", "deflate", "oversample", "power_iters", "band_rows", "cg_iters", "cg_tol",

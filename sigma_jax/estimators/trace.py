@@ -21,6 +21,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from sigma_jax._linalg import HIGHEST, mm as _mm
 from sigma_jax._x64 import f64, x64
 from sigma_jax.estimators import _base
 from sigma_jax.estimators._base import Estimate
@@ -36,8 +37,8 @@ def _check_power(power):
 def _quad_samples(mm, z, power):
     az = mm(z)
     if power == 1:
-        return jnp.einsum("kd,kd->k", z, az)
-    return jnp.einsum("kd,kd->k", az, az)
+        return jnp.einsum("kd,kd->k", z, az, precision=HIGHEST)
+    return jnp.einsum("kd,kd->k", az, az, precision=HIGHEST)
 
 
 def _ident(m, aux):
@@ -104,7 +105,7 @@ def hutchpp(num_matvecs: int, *, power: int = 1, sampler: str = "rademacher", dt
         aq = mm(q)
         head = jnp.sum(q * aq) if power == 1 else jnp.sum(aq * aq)
         z = _base.sample_probes(kz, r, d, sampler, dtype)
-        z = z - (z @ q.T) @ q
+        z = z - _mm(_mm(z, q.T), q)
         x = _quad_samples(mm, z, power)
         with x64():
             return _base.estimate_from_samples(f64(x)[:, None], f64(head)[None], _ident, level, num_matvecs,

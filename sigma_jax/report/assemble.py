@@ -215,8 +215,15 @@ def _dense_traces(g, m: int, shifts, inv_l=None):
     eye = jnp.eye(m, dtype=jnp.float64)
     eps = shifts[2]
     li = inv_chol(g, eps) if inv_l is None else f64(inv_l)    # L^{-1}, K = (G + eps I)^{-1} = L^{-T} L^{-1}
-    ld_eps = -2.0 * jnp.sum(jnp.log(jnp.diagonal(li)))
-    lds = [logdet_spd(g + sh * eye) for sh in shifts[:2]] + [ld_eps]
+    ld_eps = -2.0 * jnp.sum(jnp.log(jnp.diagonal(li, axis1=-2, axis2=-1)), axis=-1)
+    # The Cholesky factorisations run one after another (barriers), each unbatched even under vmap
+    # (``_linalg.cholesky``): XLA:CPU runs independent LAPACK kernels concurrently, and batched ones
+    # wait on the intra-op pool for their pieces -- two at once hang a 2-thread pool forever
+    # (measured: a vmapped sigma at m = 128 on a 2-core machine).
+    g, li = jax.lax.optimization_barrier((g, li))
+    ld0 = logdet_spd(g + shifts[0] * eye)
+    g, ld0 = jax.lax.optimization_barrier((g, ld0))
+    lds = [ld0, logdet_spd(g + shifts[1] * eye), ld_eps]
     k = jnp.matmul(li.T, li, precision=jax.lax.Precision.HIGHEST)
     tr_k = jnp.sum(li * li)
     tr_r = m - eps * tr_k

@@ -117,7 +117,7 @@ def row_moments(q, n_sub, mask=None):
         >>> with x64():
         ...     s = row_moments(jnp.array([1.0, 2.0]), 4)
         >>> [round(float(v), 6) for v in s]
-        [3.0, 5.0, -0.980829, 0.563214, -0.356847, 0.23769]
+        [3.0, 5.0, -0.980829, 0.563214, -0.356834, 0.237684]
     """
     q = f64(q)
     if mask is not None:

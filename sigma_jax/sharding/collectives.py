@@ -142,7 +142,7 @@ def sigma_stats_psum(local_rows, axis_name: AxisName, *, n_sub: int | None = Non
         >>> f = jax.shard_map(lambda a: sigma_stats_psum(a, "data", n_total=100).q_moments, mesh=make_mesh(),
         ...                   in_specs=P("data"), out_specs=P())
         >>> f(jax.random.normal(jax.random.key(0), (8 * jax.device_count(), 3))).shape
-        (4,)
+        (6,)
     """
     if n_sub is None:
         if mask is not None:

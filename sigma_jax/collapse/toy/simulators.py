@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sigma_jax._linalg import HIGHEST, mm as _mm
 from sigma_jax.collapse.toy._checks import _check_estimator, _check_int, _check_probs, _check_temperature
 from sigma_jax.collapse.toy.counts import _needs_subsample, _selection_weights, strategy_counts
 
@@ -66,13 +67,13 @@ def _gaussian_single(key, counts, temperature, unbiased, *, n_samples: int, dim:
         g, cnt = xs
         ks, kw = jax.random.split(jax.random.fold_in(key, g))
         scale = jnp.where(g == 0, 1.0, temperature).astype(jnp.float32)
-        x = mu + scale * (jax.random.normal(ks, (n_samples, dim), jnp.float32) @ root.T)
+        x = mu + scale * _mm(jax.random.normal(ks, (n_samples, dim), jnp.float32), root.T)
         buf = jax.lax.dynamic_update_index_in_dim(buf, x, g, axis=0)
         w = _selection_weights(kw, cnt, n_samples, subsample)  # (S, M)
         total = w.sum()
-        mu_new = jnp.einsum("sm,smd->d", w, buf) / total
+        mu_new = jnp.einsum("sm,smd->d", w, buf, precision=HIGHEST) / total
         xc = buf - mu_new
-        cov = jnp.einsum("sm,smi,smj->ij", w, xc, xc) / (total - unbiased)
+        cov = jnp.einsum("sm,smi,smj->ij", w, xc, xc, precision=HIGHEST) / (total - unbiased)
         cov = 0.5 * (cov + cov.T)
         return (buf, mu_new, _psd_sqrt(cov)), (mu_new, cov, x)
 
@@ -301,12 +302,12 @@ def _regression_single(key, counts, noise, *, n_samples: int, dim: int, subsampl
         buf, w = carry
         g, cnt = xs
         ks, kw = jax.random.split(jax.random.fold_in(kl, g))
-        y = x @ w + noise * jax.random.normal(ks, (n_samples,), jnp.float32)
+        y = _mm(x, w) + noise * jax.random.normal(ks, (n_samples,), jnp.float32)
         buf = jax.lax.dynamic_update_index_in_dim(buf, y, g, axis=0)
         mult = _selection_weights(kw, cnt, n_samples, subsample)  # (S, T)
         wrow = mult.sum(0)
-        lhs = jnp.einsum("t,ti,tj->ij", wrow, x, x)
-        rhs = x.T @ (mult * buf).sum(0)
+        lhs = jnp.einsum("t,ti,tj->ij", wrow, x, x, precision=HIGHEST)
+        rhs = _mm(x.T, (mult * buf).sum(0))
         chol = jnp.linalg.cholesky(lhs)
         w_new = jax.scipy.linalg.cho_solve((chol, True), rhs)
         return (buf, w_new), jnp.sum((w_new - w_star) ** 2)
