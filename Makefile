@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo synthetic-demo test bench clean
+.PHONY: setup demo synthetic-demo test bench study coverage readme-tables clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,19 @@ test: setup
 	$(PY) -m pytest -q
 
 bench: setup
-	$(PY) experiments/bench_sigma.py
+	OPENBLAS_NUM_THREADS=1 $(PY) experiments/bench_sigma.py
+
+# the collapse study behind README's study section (resumable; see experiments/configs/collapse.md)
+study: setup
+	$(PY) experiments/collapse_study.py --out runs/collapse-study --dest docs/results/collapse-study  # add --resume after an interruption
+
+# coverage of SIGMA's calibrated interval (resumable) and README's tables from the committed JSON
+coverage: setup
+	$(PY) experiments/coverage_sigma.py
+
+readme-tables: setup
+	$(PY) experiments/readme_tables.py --write
+	$(PY) experiments/collapse_readme.py --write-readme --no-figure
 
 clean:
 	rm -rf $(VENV) .pytest_cache results

@@ -2,6 +2,7 @@
 
     .venv/bin/python experiments/bench_monitor.py                  # the table, ~5 min on 2 CPU cores
     .venv/bin/python experiments/bench_monitor.py --sizes 256x256 --steps 200 --repeats 3 --out /tmp/b.json
+    .venv/bin/python experiments/bench_monitor.py --micro --out /tmp/micro.json   # the parts alone (micro_size)
 
 A 3-layer tanh MLP (64 inputs -> d -> d -> d -> 1, squared loss) trained with optax adam, one
 jitted step with its state donated; the monitor (``spectral_monitor(every=100)``, exact path, SIGMA
@@ -185,6 +186,100 @@ def monitor_parts(monitor, d: int, batch: int, every: int, repeats: int = 7) -> 
     return {"refresh": 1e3 * min(refresh), "update": max(0.0, 1e3 * (min(update) - min(base)))}
 
 
+def fused_steps(monitor, tx, k: int):
+    """``k`` training steps (steps ``t0 .. t0 + k - 1``) fused in one ``lax.scan``: no dispatch, compute only."""
+    def loss_fn(params, x, y):
+        pred, h = forward(params, x)
+        return jnp.mean((pred - y) ** 2), h
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+    def run(params, opt_state, mstate, xs, ys, t0):
+        def body(carry, i):
+            params, opt_state, mstate = carry
+            x, y = xs[i % xs.shape[0]], ys[i % xs.shape[0]]
+            (loss, h), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, x, y)
+            updates, opt_state = tx.update(grads, opt_state, params)
+            if monitor is not None:
+                mstate, _ = monitor.update(mstate, jax.lax.stop_gradient(h), t0 + i)
+            return (optax.apply_updates(params, updates), opt_state, mstate), loss
+        carry, losses = jax.lax.scan(body, (params, opt_state, mstate), jnp.arange(k, dtype=jnp.int32))
+        return (*carry, losses[-1])
+
+    return run
+
+
+def micro_size(d: int, batch: int, *, every: int, repeats: int, fused: int = 20) -> dict:
+    """The monitor's parts against the training step, each timed alone (min over ``repeats``): less noise-prone
+    than the A/B of whole steps.
+
+    * ``step_ms``: the plain jitted training step, one call per step (what the overhead is relative to);
+    * ``update_ms``: the monitor's compute per step between refreshes: ``fused`` steps fused in one ``lax.scan``
+      with the monitor minus the same without.  (A separate jitted call of ``update`` alone, as in
+      :func:`monitor_parts`, mostly times the dispatch and thread hand-off of a second executable, 40-70 us
+      on the shared 2-core machine, which a training step with the monitor inside does not pay.)
+    * ``refresh_ms``: one jitted ``update`` at a refresh step returning the whole state (every report field, so
+      nothing of the refresh is dead code).
+
+    ``overhead_pct = (update + refresh / every) / step``.
+    """
+    tx = optax.adam(1e-3)
+    key = jax.random.key(d * 7919 + batch)
+    xs = jax.random.normal(key, (8, batch, IN_DIM), jnp.float32)
+    ys = jnp.sin(jnp.sum(xs, axis=-1))
+    out = {"d": d, "batch": batch, "every": every, "repeats": repeats, "fused_steps": fused}
+    plain = Runner("none", d, batch, every, (xs, ys))
+    plain.run(10)
+    out["step_ms"] = 1e3 * min(plain.run(10)[0] / 10 for _ in range(repeats))
+    x = jax.random.normal(jax.random.key(5), (batch, d), jnp.float32)
+    for variant in ("float64", "mixed"):
+        monitor = spectral_monitor(every=every, precision=variant)
+        fns = {"with": fused_steps(monitor, tx, fused), "without": fused_steps(None, tx, fused)}
+        states = {}
+        for name in fns:
+            params = init_mlp(jax.random.key(0), d)
+            states[name] = [params, tx.init(params), monitor.init(d, key=jax.random.key(1)) if name == "with" else None]
+        times = {name: [] for name in fns}
+        for rep in range(repeats + 1):  # the first round compiles
+            for name, fn in fns.items():
+                st = states[name]
+                t0 = time.perf_counter()
+                *st[:3], loss = fn(*st, xs, ys, jnp.int32(rep * every + 1))  # steps without a refresh
+                jax.block_until_ready(loss)
+                if rep:
+                    times[name].append((time.perf_counter() - t0) / fused)
+
+        @functools.partial(jax.jit, donate_argnums=0)
+        def refresh_step(state, x, t, monitor=monitor):
+            return monitor.update(state, x, t)[0]   # the state holds every report field
+
+        state = refresh_step(monitor.init(d, key=jax.random.key(1)), x, jnp.int32(0))
+        for t in range(1, every):
+            state = refresh_step(state, x, jnp.int32(t))
+        refresh = []
+        for rep in range(repeats):
+            t0 = time.perf_counter()
+            state = jax.block_until_ready(refresh_step(state, x, jnp.int32((rep + 1) * every)))
+            refresh.append(time.perf_counter() - t0)
+        update = max(0.0, min(times["with"]) - min(times["without"]))
+        out[variant] = {"update_ms": 1e3 * update, "refresh_ms": 1e3 * min(refresh),
+                        "fused_step_ms": 1e3 * min(times["without"]),
+                        "overhead_pct": 100.0 * (1e3 * update + 1e3 * min(refresh) / every) / out["step_ms"]}
+    return out
+
+
+def print_micro(rows: list, sizes, every: int, repeats: int) -> None:
+    print(f"{'hidden x batch':>15} {'step':>9} | {'update f64':>10} {'refresh f64':>11} {'overhead':>9} | "
+          f"{'update mixed':>12} {'refresh mixed':>13} {'overhead':>9}")
+    for size in sizes:
+        d, b = (int(v) for v in size.lower().split("x"))
+        row = micro_size(d, b, every=every, repeats=repeats)
+        rows.append(row)
+        f, m = row["float64"], row["mixed"]
+        print(f"{d:>6} x {b:<6} {row['step_ms']:>7.2f}ms | {f['update_ms']:>8.4f}ms {f['refresh_ms']:>9.2f}ms "
+              f"{f['overhead_pct']:>8.2f}% | {m['update_ms']:>10.4f}ms {m['refresh_ms']:>11.2f}ms "
+              f"{m['overhead_pct']:>8.2f}%", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", nargs="+", default=["256x256", "512x512", "1024x256"],
@@ -195,12 +290,17 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=100, help="warm-up steps per variant after compiling")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                    "bench_monitor.json"))
+    ap.add_argument("--micro", action="store_true",
+                    help="time the monitor's parts (per-step compute, refresh) against the plain step (~1.5 min)")
     args = ap.parse_args(argv)
     rows = []
-    print(f"{'hidden x batch':>15} {'n_A':>6} {'without':>10} {'float64':>10} {'mixed':>10} "
-          f"{'overhead f64':>13} {'overhead mixed':>15} {'CPU-time f64/mixed':>19} {'refresh f64/mixed':>18} "
-          f"{'from parts f64/mixed':>21}")
-    for size in args.sizes:
+    if args.micro:
+        print_micro(rows, args.sizes, args.every, min(args.repeats, 5))
+    else:
+        print(f"{'hidden x batch':>15} {'n_A':>6} {'without':>10} {'float64':>10} {'mixed':>10} "
+              f"{'overhead f64':>13} {'overhead mixed':>15} {'CPU-time f64/mixed':>19} {'refresh f64/mixed':>18} "
+              f"{'from parts f64/mixed':>21}")
+    for size in ([] if args.micro else args.sizes):
         d, b = (int(v) for v in size.lower().split("x"))
         row = bench_size(d, b, every=args.every, steps=args.steps, repeats=args.repeats, warmup=args.warmup)
         rows.append(row)

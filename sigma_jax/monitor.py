@@ -30,9 +30,11 @@ The first report (step 0) rests on step 0's rows alone (too few for a valid inte
 counts every row seen since ``init``.
 
 **Cost.**  Per step: gathering ``r`` rows and writing ``r x dim`` numbers (no random numbers are drawn
-between refreshes).  Per refresh: the Gram of ``every r`` rows (``precision="mixed"`` forms it in
-float32 and sums in float64, about 2x faster), the report's ``O(dim^3)`` factorisations, and the
-q-moments of ``band_rows`` rows (one more factorisation).  Eigen-based metrics cost a float64 ``eigh``
+between refreshes; measured 2-8 us of compute at dim 256-1024).  Per refresh: the Gram of ``every r``
+rows (``precision="mixed"`` forms it in float32, 1.5-3x faster, but on collapsed sets its rounding moves
+the calibrated ``estimate`` by ~0.5-1 standard error, so float64 is the default), the band factor
+``L^{-1}`` (shared by the q-moments of ``band_rows`` rows and the assembler) and the report's two
+other Cholesky factorisations.  Eigen-based metrics cost a float64 ``eigh``
 and are computed only when asked for, every ``metrics_every`` steps.  ``method="stochastic"`` replaces
 the Gram and the factorisations by stochastic Lanczos quadrature on the buffered rows
 (``num_probes x num_steps`` products with ``G_A``, each ``O(every r dim)``) and the band's solves by
@@ -319,10 +321,13 @@ def spectral_monitor(every: int = 100, metrics: Sequence[str] = (), *, rows_per_
     def exact_stats(flat, mask, n_sub, n_total, pos):
         g = _gram.gram_f64(flat, normalize=normalize, precision=precision, mask=mask)
         rows, w = (flat, mask) if pos is None else (flat[pos], mask[pos])
-        with x64():  # traced int counts: gram.q_moments forms delta n_A / n_total before its own x64 context
-            q = _gram.q_moments(rows, g, delta=delta, n_sub=n_sub, n_total=n_total, normalize=normalize, mask=w)
+        with x64():  # traced int counts: the band ridge delta n_A / n_total is formed in float64
+            # L^{-1} at the band ridge, formed once: the q-moments and the assembler's tr R, tr R^2 share it
+            inv_l = _gram.band_factor(g, delta, n_sub, n_total)
+            q = _gram.q_moments(rows, g, delta=delta, n_sub=n_sub, n_total=n_total, normalize=normalize, mask=w,
+                                inv_l=inv_l)
         q_count = n_sub if pos is None else jnp.sum(w).astype(jnp.int32)
-        return SigmaStats(g, None, q, q_count, n_sub, n_total, flat.shape[1])
+        return SigmaStats(g, None, q, q_count, n_sub, n_total, flat.shape[1], None, inv_l)
 
     def stochastic_stats(flat, mask, n_sub, n_total, pos, key):
         """The traces of :mod:`sigma_jax.estimators.stochastic_sigma` by SLQ on the buffered rows (counts may

@@ -20,7 +20,7 @@ from sigma_jax import spectral
 from sigma_jax.monitor import METRICS, MonitorReport, capture_hidden, spectral_monitor
 from sigma_jax.gram import dense_stats
 from sigma_jax.report import IntervalWarning, SigmaReport, report_from_stats
-from tests._reference import ref_sigma, spectrum_embeddings
+from tests._reference import collapsed, healthy, ref_sigma, spectrum_embeddings
 
 F32 = 2.0**-24  # relative rounding of a float32 report
 SIGMA_FIELDS = ("logdet", "u_cov", "g_kf", "lower", "upper", "ci_halfwidth", "bias", "sd_q", "beta")
@@ -121,6 +121,28 @@ def test_band_rows_sample_and_mixed_precision(rng):
     # sd_q from 40 of 96 rows: same population, within sampling error of the all-rows value (rel. se ~ 1/sqrt(80))
     assert float(ex.sd_q) == pytest.approx(float(off.sd_q), rel=0.4)
     assert float(ex.sd_q) != pytest.approx(float(off.sd_q), rel=1e-6)  # really a sample
+
+
+def test_mixed_precision_error_on_healthy_and_collapsed_sets(rng):
+    """precision="mixed" (float32 Gram of the buffer) against the float64 default on the same buffered rows, in the
+    monitor's regime (n_A ~ 3m of n_total = 100 n_A / 3): on a healthy random-basis set the difference is below the
+    report's float32 storage; on a collapsed one (rank m/8, noise 1e-4: eigenvalues ~1e-7 below the band ridge
+    eps = delta n_A / n_total ~ 3e-5) the Gram's ~1e-7 rounding moves each of those log(lambda + eps) terms by ~1e-3.
+    Measured (m = 64 / 256): u_cov 2.6e-3 / 6.8e-3, estimate 0.11 / 0.15 (~0.5-1 se), m_eff 0.30 / 0.52.
+    That is why the default stays float64; tolerances are 10x the m = 64 measurement."""
+    dim, n_a, n_total = 64, 200, 6400
+    mons = {p: spectral_monitor(every=1, rows_per_step=n_a, precision=p) for p in ("float64", "mixed")}
+    for kind, x, tol in (("healthy", healthy(rng, n_total, dim), dict(u_cov=4 * F32, estimate=4 * F32, m_eff=4 * F32)),
+                         ("collapsed", collapsed(rng, n_total, dim), dict(u_cov=3e-2, estimate=1.1, m_eff=3.0))):
+        reps = {p: jax.jit(mon.update)(mon.init(dim, key=jax.random.key(3)), x.astype(np.float32), 0)[1]
+                for p, mon in mons.items()}
+        ex, mx = reps["float64"], reps["mixed"]
+        assert bool(ex.valid) and bool(mx.valid), kind
+        for k, t in tol.items():
+            scale = abs(float(getattr(ex, k))) if kind == "healthy" else 1.0
+            assert abs(float(getattr(mx, k)) - float(getattr(ex, k))) <= t * scale, (kind, k)
+        if kind == "collapsed":  # really an approximation there (so the float64 default is needed)
+            assert abs(float(mx.estimate) - float(ex.estimate)) > 1e-3
 
 
 def test_jit_equals_eager_and_strided_choice_without_key(rng):

@@ -109,8 +109,8 @@ def meaning(table: AnalysisTable) -> list[str]:
         "paper's U_cov ridges G_A by δ, so for spectra with eigenvalues below the ridge the two can differ by up "
         "to log(n_total/n_A) per such direction; 'dU estimate' compares estimates of U_full. With every row "
         "observed (n_A = n_total) the interval is the exact value, of zero width. It is shown only where it is "
-        "calibrated (coverage measured in experiments/coverage_sigma.py): enough rows (n_A ≥ 3 m_eff and "
-        "n_A > m, where m_eff ≤ m is the effective dimension), at most 10% of the effective dimensions near the "
+        "calibrated (coverage measured in experiments/coverage_sigma.py): enough rows (n_A ≥ 3 m_eff, n_A ≥ 20 "
+        "and n_A > m, where m_eff ≤ m is the effective dimension), at most 10% of the effective dimensions near the "
         "ridge δ·n_A/n_total, the per-row statistics present, and, for stochastic estimates, a small Lanczos "
         "truncation error. Elsewhere the tables give the reason instead of numbers.",
         "What it does not cover. The interval is about this batch of texts. Another batch from the same model "

@@ -58,8 +58,8 @@ The interval is ``estimate +- t_dof se`` with
 
 Validity.  ``valid`` is False, with ``ci_low = ci_high = estimate = se = NaN``, a reason
 (:meth:`SigmaReport.reasons`) and an :class:`IntervalWarning` naming the fix, when
-``n_A < 3 m_eff`` or ``n_A <= m`` or ``dof < 2`` (too few rows), when more than 10% of the effective
-dimensions straddle the ridge (``sum r(1 - r) > 0.1 m_eff``, ``r = lambda/(lambda + eps)``), when the
+``n_A < 3 m_eff`` or ``n_A <= m`` or ``n_A < 20`` or ``dof < 2`` (too few rows), when more than 10% of the
+effective dimensions straddle the ridge (``sum r(1 - r) > 0.1 m_eff``, ``r = lambda/(lambda + eps)``), when the
 band's statistics are missing, or when the truncation guard dominates a stochastic estimate.  With all
 rows observed the interval is the exact value (zero width).  Coverage measured in
 ``experiments/coverage_sigma.py`` (README's table) over isotropic, power-law and clustered spectra,
@@ -73,13 +73,14 @@ from sigma_jax.report.assemble import SigmaReport, report_from_stats
 from sigma_jax.report.drift import Drift, NullSpread, drift, empirical_null
 from sigma_jax.report.inputs import (IntervalWarning, SigmaInputs, check_finite, check_scalars, resolve_inputs,
                                      resolve_subset, validate_rows)
-from sigma_jax.report.stats import (MAX_RIDGE_STRADDLE, MIN_ROWS_PER_DIM, NEAR_RIDGE, NO_BAND_STATS, NOT_FINITE,
+from sigma_jax.report.stats import (MAX_RIDGE_STRADDLE, MIN_ROWS, MIN_ROWS_PER_DIM, NEAR_RIDGE, NO_BAND_STATS,
+                                    NOT_FINITE,
                                     NUM_MOMENTS, TOO_FEW_ROWS, TRUNCATION, LogdetEstimates, SigmaStats, band_ridge,
                                     report_shifts, row_moments)
 
 __all__ = [
     "SigmaStats", "LogdetEstimates", "SigmaReport", "Drift", "NullSpread", "SigmaInputs", "IntervalWarning",
-    "report_from_stats", "report_shifts", "row_moments", "band_ridge", "NUM_MOMENTS", "MIN_ROWS_PER_DIM",
+    "report_from_stats", "report_shifts", "row_moments", "band_ridge", "NUM_MOMENTS", "MIN_ROWS_PER_DIM", "MIN_ROWS",
     "MAX_RIDGE_STRADDLE", "TOO_FEW_ROWS", "NEAR_RIDGE", "NO_BAND_STATS", "TRUNCATION", "NOT_FINITE", "drift",
     "empirical_null", "resolve_subset", "resolve_inputs", "check_scalars", "check_finite", "validate_rows",
 ]

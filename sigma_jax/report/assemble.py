@@ -10,8 +10,8 @@ import numpy as np
 
 from sigma_jax._linalg import logdet_spd, t_quantile_traced, z_quantile
 from sigma_jax._x64 import f64, x64
-from sigma_jax.report.stats import (MAX_RIDGE_STRADDLE, MIN_ROWS_PER_DIM, NO_BAND_STATS, NOT_FINITE, NEAR_RIDGE,
-                                    TOO_FEW_ROWS, TRUNCATION, _REASONS, SigmaStats, report_shifts)
+from sigma_jax.report.stats import (MAX_RIDGE_STRADDLE, MIN_ROWS, MIN_ROWS_PER_DIM, NEAR_RIDGE, NO_BAND_STATS,
+                                    NOT_FINITE, TOO_FEW_ROWS, TRUNCATION, _REASONS, SigmaStats, report_shifts)
 
 __all__ = ["SigmaReport", "report_from_stats"]
 
@@ -323,7 +323,7 @@ def report_from_stats(stats: SigmaStats, *, delta: float = 1e-3, rho: float = 1.
         dof = jnp.where(var > 0, var**2 / jnp.maximum(terms, 1e-300), jnp.inf)
         z = jnp.where(dof > 1e6, z, t_quantile_traced(0.5 + level / 2.0, jnp.maximum(dof, MIN_DOF)))
         half = z * se + tr_trunc[2]
-        few = (n < MIN_ROWS_PER_DIM * m_eff) | (n <= m) | (dof < MIN_DOF)
+        few = (n < MIN_ROWS_PER_DIM * m_eff) | (n <= m) | (n < MIN_ROWS) | (dof < MIN_DOF)
         reason = reason + _bit(~full & few, TOO_FEW_ROWS)
         reason = reason + _bit(~full & (tau > MAX_RIDGE_STRADDLE * m_eff), NEAR_RIDGE)
         reason = reason + _bit(tr_trunc[2] > jnp.maximum(z * se, 1e-9 * jnp.abs(t_stat)), TRUNCATION)

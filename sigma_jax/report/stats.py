@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from sigma_jax._x64 import f64, x64  # noqa: F401 (x64: examples)
 
-__all__ = ["SigmaStats", "LogdetEstimates", "NUM_MOMENTS", "MIN_ROWS_PER_DIM", "MAX_RIDGE_STRADDLE", "band_ridge",
+__all__ = ["SigmaStats", "LogdetEstimates", "NUM_MOMENTS", "MIN_ROWS_PER_DIM", "MIN_ROWS", "MAX_RIDGE_STRADDLE", "band_ridge",
            "row_moments", "report_shifts"]
 
 
@@ -73,6 +73,9 @@ NUM_MOMENTS = 6
 #: The calibrated interval is reported as valid only when ``n_A >= MIN_ROWS_PER_DIM * m_eff``
 #: (measured in ``experiments/coverage_sigma.py``: coverage 91-96% at n_A/m = 2, 82-95% at 1.2).
 MIN_ROWS_PER_DIM = 3.0
+#: ... and ``n_A >= MIN_ROWS`` whatever m_eff: with 10 observed rows (m = 8, a rank-2 collapsed set) the
+#: interval covered 90-91% in ``experiments/coverage_sigma.py``; from 16 rows on it covered 94-98%.
+MIN_ROWS = 20
 #: ... and when at most this fraction of the effective dimensions straddles the ridge
 #: (``tau = sum r(1 - r)``, ``r = lambda / (lambda + eps)``; collapsed spectra with eigenvalues near
 #: ``eps`` undercovered in the same experiment).
@@ -81,7 +84,7 @@ MAX_RIDGE_STRADDLE = 0.1
 # bits of SigmaReport.invalid_reason
 TOO_FEW_ROWS, NEAR_RIDGE, NO_BAND_STATS, TRUNCATION, NOT_FINITE = 1, 2, 4, 8, 16
 _REASONS = {
-    TOO_FEW_ROWS: "too few observed rows for a calibrated interval (needs n_A >= 3 m_eff and n_A > m): "
+    TOO_FEW_ROWS: "too few observed rows for a calibrated interval (needs n_A >= 3 m_eff, n_A > m and n_A >= 20): "
                   "use more rows in the subset",
     NEAR_RIDGE: "eigenvalues of G_A sit near the ridge delta*n_A/n_total, where the subset and the full sample "
                 "weigh them differently: use all rows (subset=None) or a larger delta",

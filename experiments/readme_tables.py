@@ -1,0 +1,112 @@
+"""README's measured tables, regenerated from the committed artefacts (JSON) -- never typed by hand.
+
+Each table lives in README.md between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``:
+
+* ``coverage-sigma``   -- ``docs/results/coverage_sigma.json`` (``experiments/coverage_sigma.py``);
+* ``bench-sigma``      -- ``experiments/results/bench_sigma.json`` (``experiments/bench_sigma.py``);
+* ``bench-monitor``    -- ``experiments/results/bench_monitor.json`` (``experiments/bench_monitor.py``).
+
+(The collapse study has its own generator, ``experiments/collapse_readme.py``.)
+``tests/test_readme_tables.py`` fails when README's blocks differ from what this script prints.
+
+Usage::
+
+    .venv/bin/python experiments/readme_tables.py            # print every block
+    .venv/bin/python experiments/readme_tables.py --write    # replace README's blocks in place
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "experiments"))
+sys.path.insert(0, ROOT)
+
+
+def _load(rel):
+    path = os.path.join(ROOT, rel)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f), rel
+
+
+def coverage_sigma() -> str:
+    from coverage_sigma import readme_table
+
+    data, rel = _load("docs/results/coverage_sigma.json")
+    cells = data["cells"]
+    trials = sorted({c["trials"] for c in cells})
+    head = (f"From `{rel}` ({len(cells)} cells, {'/'.join(map(str, trials))} random subsets each, "
+            f"m ∈ {{{', '.join(str(m) for m in sorted({c['m'] for c in cells}))}}}, "
+            f"n_total/n_A ∈ {{{', '.join(f'{r:g}' for r in sorted({c['nratio'] for c in cells}))}}}; "
+            "regenerate with `python experiments/coverage_sigma.py`).")
+    return head + "\n\n" + readme_table(cells)
+
+
+def bench_sigma() -> str:
+    from bench_sigma import markdown_table
+
+    data, rel = _load("experiments/results/bench_sigma.json")
+    return f"From `{rel}`.\n\n" + markdown_table(data)
+
+
+def bench_monitor() -> str:
+    data, rel = _load("experiments/results/bench_monitor.json")
+    lines = [f"From `{rel}` (`{data['command'].strip()}`, {data['date']}, {data['cpu_count']} CPUs, load average "
+             f"at the end {data['load_average_at_end'][0]:.1f}).", "",
+             "| hidden × batch | n_A | step without | with monitor (float64) | overhead | CPU-time overhead | "
+             "overhead from the monitor's own cost |", "|---|---|---|---|---|---|---|"]
+    for r in data["rows"]:
+        ms = r["ms_per_step"]
+        lines.append(f"| {r['d']} × {r['batch']} | {r['n_A']} | {ms['none']:.2f} ms | {ms['float64']:.2f} ms | "
+                     f"{r['overhead_pct']['float64']:+.1f}% | {r['cpu_overhead_pct']['float64']:+.1f}% | "
+                     f"{r['overhead_from_parts_pct']['float64']:.1f}% |")
+    return "\n".join(lines)
+
+
+TABLES = {"coverage-sigma": coverage_sigma, "bench-sigma": bench_sigma, "bench-monitor": bench_monitor}
+
+
+def markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+def block(name: str) -> str:
+    """The text README holds between the markers of ``name`` (markers included)."""
+    begin, end = markers(name)
+    return f"{begin}\n{TABLES[name]()}\n{end}"
+
+
+def replace_block(text: str, name: str) -> str:
+    begin, end = markers(name)
+    a, b = text.find(begin), text.find(end)
+    if a < 0 or b < a:
+        raise ValueError(f"README.md lacks the markers {begin} ... {end}")
+    return text[:a] + block(name) + text[b + len(end):]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--write", action="store_true", help="replace README's blocks in place")
+    p.add_argument("names", nargs="*", default=list(TABLES), help=f"tables (default all: {', '.join(TABLES)})")
+    args = p.parse_args(argv)
+    path = os.path.join(ROOT, "README.md")
+    text = open(path, encoding="utf-8").read()
+    for name in args.names:
+        if args.write:
+            text = replace_block(text, name)
+        else:
+            print(block(name), end="\n\n")
+    if args.write:
+        from sigma_jax._io import write_text_atomic
+
+        write_text_atomic(path, text)
+        print(f"wrote {len(args.names)} block(s) into README.md")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
