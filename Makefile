@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (Python >= 3.11 on PATH as python3):
-#   make demo   set up .venv and run the main job (collapse curves, preset small, ~15 min on 2 cores)
+#   make demo   set up .venv and run the main job (collapse curves, preset small, ~11 min on 2 idle cores)
 #   make test   set up .venv and run the test suite
 VENV ?= .venv
 PY := $(VENV)/bin/python
