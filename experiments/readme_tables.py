@@ -3,6 +3,7 @@
 Each table lives in README.md between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->``:
 
 * ``coverage-sigma``   -- ``docs/results/coverage_sigma.json`` (``experiments/coverage_sigma.py``);
+* ``coverage-estimators`` -- ``docs/results/coverage_estimators.json`` (``experiments/coverage_estimators.py``);
 * ``bench-sigma``      -- ``experiments/results/bench_sigma.json`` (``experiments/bench_sigma.py``);
 * ``bench-monitor``    -- ``experiments/results/bench_monitor.json`` (``experiments/bench_monitor.py``).
 
@@ -67,7 +68,28 @@ def bench_monitor() -> str:
     return "\n".join(lines)
 
 
-TABLES = {"coverage-sigma": coverage_sigma, "bench-sigma": bench_sigma, "bench-monitor": bench_monitor}
+def coverage_estimators() -> str:
+    data, rel = _load("docs/results/coverage_estimators.json")
+    fams = list(data["estimators"])
+    names = list(data["estimators"][fams[0]])
+    k = data["trials_per_cell"]
+    lines = [f"From `{rel}` (d = {data['dim']}, {data['probes']} probes × {data['steps']} Lanczos steps, deflation "
+             f"{data['deflate']}, {k} trials per cell; coverage of the nominal 95% interval; `python "
+             "experiments/coverage_estimators.py`).", "",
+             "| family | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for fam in fams:
+        lines.append(f"| {fam} | " + " | ".join(f"{100 * data['estimators'][fam][n]['coverage']:.1f}%" for n in names)
+                     + " |")
+    st = data["stochastic_sigma"]
+    lines += ["", f"`sigma(method=\"stochastic\")` (m = {st['m']}, n_A = {st['n_sub']} of {st['n_total']}, "
+              f"{st['trials']} subsets): valid {100 * st['valid_fraction']:.0f}%, coverage of the full-sample U_cov "
+              f"{100 * st['coverage']:.1f}%, mean width {st['mean_width']:.2f} nats (exact path "
+              f"{st['mean_width_exact_path']:.2f})."]
+    return "\n".join(lines)
+
+
+TABLES = {"coverage-sigma": coverage_sigma, "coverage-estimators": coverage_estimators, "bench-sigma": bench_sigma,
+          "bench-monitor": bench_monitor}
 
 
 def markers(name: str) -> tuple[str, str]:
