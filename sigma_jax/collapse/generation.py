@@ -301,13 +301,13 @@ def measure_generation0(ctx: SeedContext, cfg: CollapseConfig, temperature: floa
     m["time_s"]["null"] = time.time() - t1
     m.update(null_u_cov=u_null.tolist(), null_keys=int(cfg.null_keys))
     synth = None
+    mix0 = training_mix(None, "replace", 0, [ctx.real[0]])
     if with_synthetic:
         t2 = time.time()
-        mix0 = training_mix(None, "replace", 0, [ctx.real[0]])
         synth = synthesize(ctx, cfg, ctx.params0, float(temperature), mix0,
                            jax.random.fold_in(jax.random.fold_in(ctx.root, 0), TAGS["synth"]))
         m["synthetic"] = {"lines": len(synth), "chars": n_chars(synth), "time_s": time.time() - t2}
-    m.update(_train_fields(cfg, training_mix(None, "replace", 0, [ctx.real[0]]), final_loss, monitor))
+    m.update(_train_fields(cfg, mix0, final_loss, monitor))
     m["time_s"]["generation"] = time.time() - t0
     return Generation0(m, meas.sigma_sub, null, synth, texts)
 
