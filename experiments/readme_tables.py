@@ -57,14 +57,18 @@ def bench_sigma() -> str:
 def bench_monitor() -> str:
     data, rel = _load("experiments/results/bench_monitor.json")
     lines = [f"From `{rel}` (`{data['command'].strip()}`, {data['date']}, {data['cpu_count']} CPUs, load average "
-             f"at the end {data['load_average_at_end'][0]:.1f}).", "",
-             "| hidden × batch | n_A | step without | with monitor (float64) | overhead | CPU-time overhead | "
-             "overhead from the monitor's own cost |", "|---|---|---|---|---|---|---|"]
+             f"at the end {data['load_average_at_end'][0]:.1f}; {data['rows'][0]['repeats']} rounds of interleaved "
+             f"blocks of {data['rows'][0]['steps_per_block']} steps; times are the median block, overheads the "
+             "median over rounds of the ratio to the plain step's block in the same round).", "",
+             "| hidden × batch | n_A | step without | `update` in the step | overhead | `observe` + `refresh` | "
+             "overhead | CPU-time overhead (update / split) | one refresh | refresh / (every × step) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in data["rows"]:
-        ms = r["ms_per_step"]
-        lines.append(f"| {r['d']} × {r['batch']} | {r['n_A']} | {ms['none']:.2f} ms | {ms['float64']:.2f} ms | "
-                     f"{r['overhead_pct']['float64']:+.1f}% | {r['cpu_overhead_pct']['float64']:+.1f}% | "
-                     f"{r['overhead_from_parts_pct']['float64']:.1f}% |")
+        ms, ov, cpu = r["ms_per_step"], r["overhead_pct"], r["cpu_overhead_pct"]
+        lines.append(f"| {r['d']} × {r['batch']} | {r['n_A']} | {ms['none']:.2f} ms | {ms['update']:.2f} ms | "
+                     f"{ov['update']:+.1f}% | {ms['split']:.2f} ms | {ov['split']:+.1f}% | "
+                     f"{cpu['update']:+.1f}% / {cpu['split']:+.1f}% | {r['refresh_ms']:.1f} ms | "
+                     f"{r['overhead_from_parts_pct']:.1f}% |")
     return "\n".join(lines)
 
 

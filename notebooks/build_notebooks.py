@@ -194,9 +194,11 @@ ax[1].set_title("SIGMA per period of %d steps" % EVERY); ax[1].legend(fontsize=7
 print({k: log[-1][k] for k in ("step", "n_sub", "n_total", "n_rows", "u_cov", "estimate", "ci_low", "ci_high", "valid")})"""),
         new_markdown_cell("## What the monitor costs\n"
                           "A plain jitted optax step against the same step with the monitor on its last hidden "
-                          "layer (state donated, `every = 100`, exact path), timed in interleaved blocks. "
-                          "`experiments/bench_monitor.py` runs the full table (hidden sizes 256–1024); its last "
-                          "result is shown below when present."),
+                          "layer (state donated, `every = 100`, exact path), timed in interleaved blocks, two ways: "
+                          "`update` inside the step (the refresh under `lax.cond`), and `observe` inside the step "
+                          "with `refresh` as its own jitted call every 100 steps (the same reports; on CPU the "
+                          "cheaper way, see the monitor's docstring). `experiments/bench_monitor.py` runs the full "
+                          "table (hidden sizes 256–1024); its last result is shown below when present."),
         new_code_cell("""def mlp(key, d):
     ks = jax.random.split(key, 4)
     sizes = [64, d, d, d, 1]
@@ -218,32 +220,45 @@ def time_steps(d, batch, every=100, steps=200, repeats=3):
         (l, _), g = grads(p, x, y); u, o = tx.update(g, o, p)
         return optax.apply_updates(p, u), o, l
     @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
-    def watched(p, o, ms, x, y, t):
+    def update(p, o, ms, x, y, t):                   # buffer + refresh under lax.cond, in the step
         (l, h), g = grads(p, x, y); u, o = tx.update(g, o, p)
         ms, rep = mon.update(ms, jax.lax.stop_gradient(h), t)
         return optax.apply_updates(p, u), o, ms, l
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+    def observe(p, o, ms, x, y, t):                  # buffer only, in the step ...
+        (l, h), g = grads(p, x, y); u, o = tx.update(g, o, p)
+        return optax.apply_updates(p, u), o, mon.observe(ms, jax.lax.stop_gradient(h), t), l
+    refresh = jax.jit(mon.refresh, donate_argnums=0)  # ... and the refresh as its own call every `every` steps
+    def split(p, o, ms, x, y, t):
+        p, o, ms, l = observe(p, o, ms, x, y, t)
+        if int(t) % every == 0:
+            ms, rep = refresh(ms, t)
+        return p, o, ms, l
     x = jax.random.normal(jax.random.key(1), (batch, 64)); y = jnp.sin(x.sum(1))
-    state = {"plain": [mlp(jax.random.key(0), d)], "watched": [mlp(jax.random.key(0), d)]}
-    for s in state.values():
+    fns = {"plain": plain, "update": update, "split": split}
+    state = {name: [mlp(jax.random.key(0), d)] for name in fns}
+    for name, s in state.items():
         s.append(tx.init(s[0]))
-    state["watched"].append(mon.init(d, key=jax.random.key(2)))
-    best, step = {"plain": np.inf, "watched": np.inf}, 0
+        if name != "plain":
+            s.append(mon.init(d, key=jax.random.key(2)))
+    best, step = {name: np.inf for name in fns}, 0
     for r in range(repeats + 1):                     # the first round compiles and warms up
         for name, s in state.items():
             t0 = time.perf_counter()
             for i in range(steps):
-                out = (plain if name == "plain" else watched)(*s, x, y, jnp.int32(step + i))
+                out = fns[name](*s, x, y, jnp.int32(step + i))
                 s[:] = out[:-1]
-            jax.block_until_ready(out[-1])
+            jax.block_until_ready((out[-1], s))      # wait for everything, the monitor's refresh too
             if r:
                 best[name] = min(best[name], (time.perf_counter() - t0) / steps)
         step += steps
-    return 1e3 * best["plain"], 1e3 * best["watched"]
+    return {name: 1e3 * t for name, t in best.items()}
 
 d, batch, steps = (64, 128, 100) if SMALL else (256, 256, 400)
-plain_ms, watched_ms = time_steps(d, batch, steps=steps)
-print(f"hidden {d} x batch {batch}: {plain_ms:.2f} ms/step without, {watched_ms:.2f} ms/step with the monitor "
-      f"({100 * (watched_ms / plain_ms - 1):+.1f}%; a shared machine is noisy)")
+ms = time_steps(d, batch, steps=steps)
+print(f"hidden {d} x batch {batch}: {ms['plain']:.2f} ms/step without the monitor; with update in the step "
+      f"{ms['update']:.2f} ms ({100 * (ms['update'] / ms['plain'] - 1):+.1f}%), with observe + refresh "
+      f"{ms['split']:.2f} ms ({100 * (ms['split'] / ms['plain'] - 1):+.1f}%); a shared machine is noisy")
 path = os.path.join(os.path.dirname(sj.__file__), "..", "experiments", "results", "bench_monitor.json")
 if os.path.exists(path):
     import json
@@ -252,7 +267,7 @@ if os.path.exists(path):
     for row in res["rows"]:
         ms, ov = row["ms_per_step"], row["overhead_pct"]
         print(f"  {row['d']:>5} x {row['batch']:<4} n_A {row['n_A']:>5}: {ms['none']:.2f} ms/step; "
-              f"overhead float64 {ov['float64']:+.1f}%, mixed {ov['mixed']:+.1f}%")"""),
+              f"overhead update {ov['update']:+.1f}%, observe + refresh {ov['split']:+.1f}%")"""),
         new_markdown_cell("Inside `pmap`/`shard_map`, build the monitor with `axis_name=...`: each device samples rows "
                           "of its own shard, one `psum` gathers them, and the state stays replicated."),
     ],

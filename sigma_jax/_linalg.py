@@ -15,26 +15,50 @@ import numpy as np
 
 from sigma_jax._x64 import f64, x64
 
-__all__ = ["HIGHEST", "logdet_spd", "inv_chol", "z_quantile", "t_quantile", "t_quantile_traced", "mm"]
+__all__ = ["HIGHEST", "logdet_spd", "inv_chol", "inv_lower", "lower_gram", "z_quantile", "t_quantile",
+           "t_quantile_traced", "mm"]
 
 HIGHEST = jax.lax.Precision.HIGHEST
+#: Triangular blocks up to this size are inverted by one triangular solve / multiplied by one product;
+#: larger ones are split in 2 x 2 blocks (recursion), so the work is in matrix products.
+TRI_BLOCK = 128
 
 
 @jax.custom_batching.sequential_vmap
-def cholesky(mat):
-    """Lower Cholesky factor; under ``vmap`` one unbatched LAPACK call per batch item, in sequence.
+def _lapack_cholesky(mat):
+    """LAPACK's lower Cholesky factor; under ``vmap`` one unbatched call per batch item, in sequence.
 
     JAX's batched CPU Cholesky splits its batch over XLA's intra-op thread pool and blocks until
     the pieces are done; when XLA runs two such kernels at once on a small pool (2 cores), both
     pool threads block and the process hangs forever (measured: ``jax.vmap`` / batched
     ``lax.map`` of :func:`sigma_jax.sigma` at m = 128 on a 2-core machine).  Mapping the batch
     sequentially avoids that wait; each m x m factorisation is O(m^3) and sequential costs little.
+    """
+    return jnp.linalg.cholesky(mat)
+
+
+def cholesky(mat):
+    """Lower Cholesky factor ``L`` (``L L^T = mat``) of a symmetric positive-definite ``(..., m, m)`` matrix.
+
+    Up to ``2 TRI_BLOCK`` rows: one LAPACK call (unbatched even under ``vmap``; see
+    :func:`_lapack_cholesky`).  Larger: the blocked right-looking algorithm of LAPACK's ``potrf``
+    (``L11 = chol(A11)``, ``L21 = A21 L11^{-T}``, ``L22 = chol(A22 - L21 L21^T)``), with ``L11^{-T}``
+    from :func:`inv_lower` so that the work is in ``HIGHEST`` matrix products (measured 1.6x faster
+    than one LAPACK call at m = 1024 with single-threaded OpenBLAS, to 2e-16 of its factor).  A matrix
+    that is not numerically positive definite gives NaN, as LAPACK's does.
 
     Example:
         >>> cholesky(jnp.array([[4.0, 2.0], [2.0, 2.0]])).tolist()
         [[2.0, 0.0], [1.0, 1.0]]
     """
-    return jnp.linalg.cholesky(mat)
+    m = mat.shape[-1]
+    if m <= 2 * TRI_BLOCK:
+        return _lapack_cholesky(mat)
+    h = -(-(m // 2) // TRI_BLOCK) * TRI_BLOCK  # the leading block: about half, a multiple of TRI_BLOCK
+    l11 = cholesky(mat[..., :h, :h])
+    l21 = mm(mat[..., h:, :h], jnp.swapaxes(inv_lower(l11), -1, -2))
+    l22 = cholesky(mat[..., h:, h:] - mm(l21, jnp.swapaxes(l21, -1, -2)))
+    return _join(l11, jnp.zeros(l11.shape[:-1] + (m - h,), mat.dtype), l21, l22)
 
 
 def mm(a, b, precision=HIGHEST):
@@ -95,9 +119,59 @@ def inv_chol(gram, delta):
         [[0.5, 0.0], [0.0, 0.5]]
     """
     m = gram.shape[-1]
-    eye = jnp.eye(m, dtype=jnp.float64)
-    chol = cholesky(f64(gram) + delta * eye)
-    return jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
+    chol = cholesky(f64(gram) + delta * jnp.eye(m, dtype=jnp.float64))
+    return inv_lower(chol)
+
+
+def _blocks(l):
+    h = l.shape[-1] // 2
+    return h, l[..., :h, :h], l[..., h:, :h], l[..., h:, h:]
+
+
+def _join(tl, tr, bl, br):
+    return jnp.concatenate([jnp.concatenate([tl, tr], -1), jnp.concatenate([bl, br], -1)], -2)
+
+
+def inv_lower(l):
+    """``L^{-1}`` of a lower-triangular ``(..., m, m)`` ``L``, by recursive 2 x 2 blocking.
+
+    ``[[A, 0], [B, C]]^{-1} = [[A^{-1}, 0], [-C^{-1} B A^{-1}, C^{-1}]]``: the blocked triangular
+    inverse of LAPACK's ``trtri``, with the work in two products per level (``HIGHEST``); the
+    diagonal blocks of at most :data:`TRI_BLOCK` rows are one triangular solve each.  Rounding is
+    that of the solve-based inverse (``|X L - I| <= c_m u |X| |L|``, Higham, *Accuracy and
+    Stability*, sec. 14.2); measured 4x faster than ``solve_triangular(L, I)`` at m = 1024 on CPU.
+
+    Example:
+        >>> inv_lower(jnp.array([[2.0, 0.0], [1.0, 4.0]])).tolist()
+        [[0.5, 0.0], [-0.125, 0.25]]
+    """
+    m = l.shape[-1]
+    if m <= TRI_BLOCK:
+        eye = jnp.broadcast_to(jnp.eye(m, dtype=l.dtype), l.shape)
+        return jax.scipy.linalg.solve_triangular(l, eye, lower=True)
+    h, a, b, c = _blocks(l)
+    a_inv, c_inv = inv_lower(a), inv_lower(c)
+    b_inv = -mm(c_inv, mm(b, a_inv))
+    return _join(a_inv, jnp.zeros(a.shape[:-1] + (m - h,), l.dtype), b_inv, c_inv)
+
+
+def lower_gram(w):
+    """``W^T W`` of a lower-triangular ``(..., m, m)`` ``W`` (LAPACK's ``lauum``), by recursive 2 x 2 blocking.
+
+    ``[[A, 0], [B, C]]^T [[A, 0], [B, C]] = [[A^T A + B^T B, B^T C], [C^T B, C^T C]]``: about a
+    third of the flops of a full product (measured 2x faster at m = 1024 on CPU), the same
+    rounding as the full product (each entry sums the same terms; the zeros are skipped).
+
+    Example:
+        >>> lower_gram(jnp.array([[2.0, 0.0], [1.0, 4.0]])).tolist()
+        [[5.0, 4.0], [4.0, 16.0]]
+    """
+    if w.shape[-1] <= TRI_BLOCK:
+        return mm(jnp.swapaxes(w, -1, -2), w)
+    h, a, b, c = _blocks(w)
+    bt = jnp.swapaxes(b, -1, -2)
+    off = mm(bt, c)
+    return _join(lower_gram(a) + mm(bt, b), off, jnp.swapaxes(off, -1, -2), lower_gram(c))
 
 
 def z_quantile(level: float) -> float:

@@ -41,6 +41,24 @@ the Gram and the factorisations by stochastic Lanczos quadrature on the buffered
 Gauss quadrature from ``band_rows`` rows.  Measured in ``experiments/bench_monitor.py``.  Donate the
 state to the jitted step (``donate_argnums``): the buffer is then written in place.
 
+**In the step, or beside it.**  ``update`` is ``observe`` followed by ``lax.cond(step % every == 0,
+refresh, ...)``: one jitted step, nothing to call apart.  The price is memory: the step's executable then
+holds the refresh's float64 scratch (the buffer in float64 and a few ``dim x dim`` matrices; 38 MB more
+at dim 1024).  XLA:CPU allocates an executable's scratch at every call, and above glibc's mmap
+threshold (at most 32 MiB) each call gets fresh pages, so *every* step page-faults the scratch it
+touches, refresh or not: measured +20-27% per step at dim 1024 on CPU (+2% with the threshold raised
+by ``MALLOC_MMAP_THRESHOLD_``).  So on CPU call the halves apart -- ``observe`` inside the jitted step
+and ``refresh`` as its own jitted call every ``every`` steps::
+
+    refresh = jax.jit(monitor.refresh, donate_argnums=0)
+    for step in range(num_steps):
+        params, opt_state, mstate = train_step(params, opt_state, mstate, batch, step)  # calls monitor.observe
+        if step % every == 0:
+            mstate, report = refresh(mstate, step)
+
+which gives ``update``'s states and reports bit for bit.  Accelerators' pooled allocators do not
+page-fault this way, and inside a ``lax.scan`` of many steps the scratch is allocated once per call.
+
 State and reports are float32/int32 pytrees, so they cross ``jit`` boundaries without JAX's x64 flag.
 Inside ``pmap``/``shard_map`` pass ``axis_name``: each device samples ``r // axis_size`` rows of its
 shard (``fold_in`` of the axis index), one ``psum`` gathers them, and the state stays replicated.
@@ -193,13 +211,20 @@ class MonitorState(NamedTuple):
 
 
 class SpectralMonitor(NamedTuple):
-    """A pair of pure functions, like an optax ``GradientTransformation``.
+    """Pure functions, like an optax ``GradientTransformation``.
 
-    ``init(dim, key=None) -> MonitorState``; ``update(state, activations, step) -> (state, MonitorReport)``.
+    ``init(dim, key=None) -> MonitorState``; ``update(state, activations, step) -> (state, MonitorReport)``
+    (buffer and, when ``step % every == 0``, refresh, in one jitted step).  ``update`` is ``observe``
+    followed by a ``lax.cond`` on ``refresh``; the two halves can also be called apart:
+    ``observe(state, activations, step) -> state`` inside the training step and
+    ``refresh(state, step) -> (state, MonitorReport)`` as its own jitted call every ``every`` steps (see
+    "Cost" in the module docstring for why that is cheaper on CPU).
     """
 
     init: Callable[..., MonitorState]
     update: Callable[..., tuple[MonitorState, MonitorReport]]
+    observe: Callable[..., MonitorState]
+    refresh: Callable[..., tuple[MonitorState, MonitorReport]]
 
 
 def _stored(tree):
@@ -450,7 +475,8 @@ def spectral_monitor(every: int = 100, metrics: Sequence[str] = (), *, rows_per_
                                metrics_step=jnp.int32(-1), n_rows=jnp.int32(0))
         return state._replace(packed=_pack(empty))
 
-    def update(state: MonitorState, activations, step) -> tuple[MonitorState, MonitorReport]:
+    def observe(state: MonitorState, activations, step) -> MonitorState:
+        """Buffer step ``step``'s rows of ``activations`` (no refresh): the in-step half of ``update``."""
         n_slots, r, dim = state.rows.shape
         if activations.ndim < 1 or activations.shape[-1] != dim:
             raise ValueError(f"`activations` must end in the monitored dim {dim}, got shape "
@@ -479,16 +505,29 @@ def spectral_monitor(every: int = 100, metrics: Sequence[str] = (), *, rows_per_
             picked = jnp.concatenate([picked, jnp.zeros((r - picked.shape[0], dim), jnp.float32)])
         slot = step % every
         written = jnp.stack([step, jnp.int32(n_dev * k), jnp.int32(n_dev * b)])
-        state = state._replace(rows=state.rows.at[slot].set(picked), slots=state.slots.at[:, slot].set(written),
-                               n_rows=state.n_rows + n_dev * b)
-        def fresh(s):
-            words = None if s.key is None else _row_words(s.key, step, every, r)
-            return _pack(refresh(s, step)), words
+        return state._replace(rows=state.rows.at[slot].set(picked), slots=state.slots.at[:, slot].set(written),
+                              n_rows=state.n_rows + n_dev * b)
 
-        packed, words = jax.lax.cond(step % every == 0, fresh, lambda s: (s.packed, s.words), state)
+    def fresh(state: MonitorState, step):
+        """(packed report, next row-choice words) of a refresh at ``step``."""
+        words = None if state.key is None else _row_words(state.key, step, every, state.rows.shape[1])
+        return _pack(refresh(state, step)), words
+
+    def refresh_now(state: MonitorState, step) -> tuple[MonitorState, MonitorReport]:
+        """Refresh the report at ``step`` (normally ``step % every == 0``) from the rows buffered in
+        ``(step - every, step]``: the other half of ``update``, to run as its own jitted call."""
+        step = jnp.asarray(step, jnp.int32)
+        packed, words = fresh(state, step)
         return state._replace(packed=packed, words=words), _unpack(packed)
 
-    return SpectralMonitor(init, update)
+    def update(state: MonitorState, activations, step) -> tuple[MonitorState, MonitorReport]:
+        step = jnp.asarray(step, jnp.int32)
+        state = observe(state, activations, step)
+        packed, words = jax.lax.cond(step % every == 0, lambda s: fresh(s, step), lambda s: (s.packed, s.words),
+                                     state)
+        return state._replace(packed=packed, words=words), _unpack(packed)
+
+    return SpectralMonitor(init, update, observe, refresh_now)
 
 
 def _empty_value(dtype):

@@ -100,6 +100,37 @@ def test_report_is_sigma_of_the_buffered_rows(rng):
     assert d["n_sub"] == every * r and d["step"] == 15 and "participation_ratio" not in d
 
 
+def test_observe_then_refresh_equals_update(rng):
+    """The split API (``observe`` in the step, ``refresh`` as its own jitted call) gives update's states and reports
+    bit for bit, and the in-step half carries none of the refresh's float64 scratch memory."""
+    dim, every, r, b = 10, 4, 12, 24
+    mon = spectral_monitor(every=every, rows_per_step=r, band_rows=30, metrics=("stable_rank",))
+    st_u = st_s = mon.init(dim, key=jax.random.key(int(rng.integers(2**31))))
+    update, observe = jax.jit(mon.update), jax.jit(mon.observe)
+    refresh = jax.jit(mon.refresh, donate_argnums=0)
+    for step in range(9):
+        x = activations(rng, b, dim)
+        st_u, rep_u = update(st_u, x, step)
+        st_s = observe(st_s, x, step)
+        if step % every == 0:
+            st_s, rep_s = refresh(st_s, step)
+            for a, c in zip(jax.tree.leaves(rep_u), jax.tree.leaves(rep_s)):
+                np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+        for a, c in zip(jax.tree.leaves(st_u), jax.tree.leaves(st_s)):
+            if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+                a, c = jax.random.key_data(a), jax.random.key_data(c)
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(c))
+    assert int(st_s.report.step) == 8 and bool(np.isfinite(float(st_s.report.stable_rank)))
+    # update's step holds the refresh's scratch (a few m x m float64 arrays); observe's holds about one step's rows
+    big = 96
+    st = spectral_monitor(every=2, rows_per_step=big + 1).init(big)
+    xb = jnp.zeros((2 * big, big), jnp.float32)
+    temp = {name: jax.jit(fn).lower(st, xb, 1).compile().memory_analysis().temp_size_in_bytes
+            for name, fn in (("observe", spectral_monitor(every=2, rows_per_step=big + 1).observe),
+                             ("update", spectral_monitor(every=2, rows_per_step=big + 1).update))}
+    assert temp["observe"] < 8 * big * big < temp["update"], temp
+
+
 def test_band_rows_sample_and_mixed_precision(rng):
     """band_rows < buffer: moments of a random row sample; precision="mixed": float32 products (measured error)."""
     dim, every, r, b = 16, 4, 24, 48

@@ -210,7 +210,7 @@ def _dense_traces(g, m: int, shifts, inv_l=None):
 
     ``inv_l``: the producer's ``L^{-1}`` at ``eps`` (shared with its Mahalanobis pass), else computed here.
     """
-    from sigma_jax._linalg import inv_chol
+    from sigma_jax._linalg import inv_chol, lower_gram
 
     eye = jnp.eye(m, dtype=jnp.float64)
     eps = shifts[2]
@@ -224,7 +224,7 @@ def _dense_traces(g, m: int, shifts, inv_l=None):
     ld0 = logdet_spd(g + shifts[0] * eye)
     g, ld0 = jax.lax.optimization_barrier((g, ld0))
     lds = [ld0, logdet_spd(g + shifts[1] * eye), ld_eps]
-    k = jnp.matmul(li.T, li, precision=jax.lax.Precision.HIGHEST)
+    k = lower_gram(li)  # K = L^{-T} L^{-1}, only for tr K^2 = sum(K * K)
     tr_k = jnp.sum(li * li)
     tr_r = m - eps * tr_k
     tr_r2 = m - 2.0 * eps * tr_k + eps**2 * jnp.sum(k * k)
