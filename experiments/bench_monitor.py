@@ -25,7 +25,8 @@ steps.  The overhead is paired: the median over rounds of ``block(variant) / blo
 round, minus 1, in wall time and in process CPU time; ``ms_per_step`` is the median block, and the
 minimum and the overhead of the minima are in the JSON too (the minimum rewards one lucky placement).
 ``refresh`` is one jitted refresh alone (min of 5) and ``from parts`` the overhead it predicts,
-``refresh / (every * median step without)``.
+``refresh / (every * median step without)``; ``gram_ms`` / ``gram_share_pct`` the same for the refresh's
+float64 Gram of the buffer alone, the part no exact report can skip.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import optax  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from sigma_jax._io import write_json_atomic  # noqa: E402
+from sigma_jax.gram import gram_f64  # noqa: E402
 from sigma_jax.monitor import spectral_monitor  # noqa: E402
 
 HIGHEST = jax.lax.Precision.HIGHEST
@@ -164,7 +166,7 @@ def bench_size(d: int, batch: int, *, every: int, steps: int, repeats: int, warm
         return 100.0 * (float(np.median(np.asarray(times[v]) / np.asarray(times["none"]))) - 1.0)
 
     n_a = runners["split"].mstate.rows.shape[0] * runners["split"].mstate.rows.shape[1]
-    refresh = refresh_alone(runners["split"].monitor, d, batch, every)
+    refresh, gram = refresh_alone(runners["split"].monitor, d, batch, every)
     with_monitor = [v for v in VARIANTS if v != "none"]
     return {"d": d, "batch": batch, "every": every, "n_A": int(n_a), "steps_per_block": steps,
             "repeats": repeats, "warmup_steps": warmup,
@@ -176,48 +178,61 @@ def bench_size(d: int, batch: int, *, every: int, steps: int, repeats: int, warm
             "cpu_ms_per_step": {v: 1e3 * t for v, t in best_cpu.items()},
             "cpu_overhead_pct": {v: paired(cpu, v) for v in with_monitor},
             "blocks_cpu_ms_per_step": {v: [1e3 * t for t in ts] for v, ts in cpu.items()},
-            "refresh_ms": refresh,
+            "refresh_ms": refresh, "gram_ms": gram,
+            "gram_share_pct": 100.0 * gram / (every * 1e3 * med["none"]),
             "overhead_from_parts_pct": 100.0 * refresh / (every * 1e3 * med["none"])}
 
 
-def refresh_alone(monitor, d: int, batch: int, every: int, repeats: int = 5) -> float:
-    """Milliseconds of one jitted ``monitor.refresh`` on a full buffer (min over ``repeats``)."""
-    observe = jax.jit(monitor.observe, donate_argnums=0)
-    refresh = jax.jit(monitor.refresh, donate_argnums=0)
-    x = jnp.tanh(jax.random.normal(jax.random.key(5), (batch, d), jnp.float32))
-    state = monitor.init(d, key=jax.random.key(1))
-    for t in range(1, every + 1):
-        state = observe(state, x, jnp.int32(t))
-    state, rep = jax.block_until_ready(refresh(state, jnp.int32(every)))
+def min_time(fn, *args, repeats: int = 5) -> float:
+    """Milliseconds of ``fn(*args)`` (jitted, compiled first), min over ``repeats``."""
+    jax.block_until_ready(fn(*args))
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        state, rep = jax.block_until_ready(refresh(state, jnp.int32(every)))
+        jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - t0)
     return 1e3 * min(times)
 
 
+def refresh_alone(monitor, d: int, batch: int, every: int) -> tuple[float, float]:
+    """Milliseconds of one jitted ``monitor.refresh`` on a full buffer, and of its float64 Gram alone (the floor:
+    ``gram_f64`` of the buffered rows, as the refresh forms it)."""
+    observe = jax.jit(monitor.observe, donate_argnums=0)
+    x = jnp.tanh(jax.random.normal(jax.random.key(5), (batch, d), jnp.float32))
+    state = monitor.init(d, key=jax.random.key(1))
+    for t in range(1, every + 1):
+        state = observe(state, x, jnp.int32(t))
+    refresh = jax.jit(lambda s, t: monitor.refresh(s, t)[1])  # not donated: the same state each repeat
+    gram = jax.jit(lambda rows: gram_f64(rows.reshape(-1, rows.shape[-1])))
+    return min_time(refresh, state, jnp.int32(every)), min_time(gram, state.rows)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", nargs="+", default=["256x256", "512x512", "1024x256"],
-                    help="hidden size x batch (default: the issue's three shapes)")
+    ap.add_argument("--sizes", nargs="+", default=["256x256", "512x512", "1024x256", "1024x256@400"],
+                    help="hidden size x batch[@every] (default: the issue's three shapes at --every, and 1024 x 256 "
+                         "refreshed every 400 steps)")
     ap.add_argument("--every", type=int, default=100)
-    ap.add_argument("--steps", type=int, default=100, help="steps per timed block")
+    ap.add_argument("--steps", type=int, default=100,
+                    help="steps per timed block (rounded up to a multiple of every: each block holds the same refreshes)")
     ap.add_argument("--repeats", type=int, default=15, help="rounds: timed blocks per variant")
     ap.add_argument("--warmup", type=int, default=100, help="warm-up steps per variant after compiling")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                    "bench_monitor.json"))
     args = ap.parse_args(argv)
     rows = []
-    print(f"{'hidden x batch':>15} {'n_A':>6} {'without':>10} {'update':>10} {'split':>10} "
+    print(f"{'hidden x batch':>15} {'every':>5} {'n_A':>6} {'without':>10} {'update':>10} {'split':>10} "
           f"{'overhead update':>16} {'overhead split':>15} {'CPU-time update/split':>22} {'refresh':>9} "
           f"{'from parts':>11}")
     for size in args.sizes:
-        d, b = (int(v) for v in size.lower().split("x"))
-        row = bench_size(d, b, every=args.every, steps=args.steps, repeats=args.repeats, warmup=args.warmup)
+        shape, _, every = size.lower().partition("@")
+        d, b = (int(v) for v in shape.split("x"))
+        every = int(every) if every else args.every
+        steps = -(-args.steps // every) * every
+        row = bench_size(d, b, every=every, steps=steps, repeats=args.repeats, warmup=max(args.warmup, every))
         rows.append(row)
         ms, ov, cpu = row["ms_per_step"], row["overhead_pct"], row["cpu_overhead_pct"]
-        print(f"{d:>6} x {b:<6} {row['n_A']:>6} {ms['none']:>8.2f}ms {ms['update']:>8.2f}ms {ms['split']:>8.2f}ms "
+        print(f"{d:>6} x {b:<6} {every:>5} {row['n_A']:>6} {ms['none']:>8.2f}ms {ms['update']:>8.2f}ms {ms['split']:>8.2f}ms "
               f"{ov['update']:>+15.2f}% {ov['split']:>+14.2f}% {cpu['update']:>+11.2f}%/{cpu['split']:<+8.2f}% "
               f"{row['refresh_ms']:>7.1f}ms {row['overhead_from_parts_pct']:>10.2f}%", flush=True)
     info = {"command": "python experiments/bench_monitor.py " + " ".join(argv if argv is not None else sys.argv[1:]),

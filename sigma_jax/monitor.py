@@ -43,11 +43,11 @@ state to the jitted step (``donate_argnums``): the buffer is then written in pla
 
 **In the step, or beside it.**  ``update`` is ``observe`` followed by ``lax.cond(step % every == 0,
 refresh, ...)``: one jitted step, nothing to call apart.  The price is memory: the step's executable then
-holds the refresh's float64 scratch (the buffer in float64 and a few ``dim x dim`` matrices; 38 MB more
+holds the refresh's float64 scratch (the buffer in float64 and a few ``dim x dim`` matrices; 34 MB more
 at dim 1024).  XLA:CPU allocates an executable's scratch at every call, and above glibc's mmap
 threshold (at most 32 MiB) each call gets fresh pages, so *every* step page-faults the scratch it
-touches, refresh or not: measured +20-27% per step at dim 1024 on CPU (+2% with the threshold raised
-by ``MALLOC_MMAP_THRESHOLD_``).  So on CPU call the halves apart -- ``observe`` inside the jitted step
+touches, refresh or not: measured +29-40% per step at dim 1024 on CPU in ``experiments/bench_monitor.py``
+(+2% between refreshes with the threshold raised by ``MALLOC_MMAP_THRESHOLD_``).  So on CPU call the halves apart -- ``observe`` inside the jitted step
 and ``refresh`` as its own jitted call every ``every`` steps::
 
     refresh = jax.jit(monitor.refresh, donate_argnums=0)
