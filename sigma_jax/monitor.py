@@ -58,6 +58,8 @@ and ``refresh`` as its own jitted call every ``every`` steps::
 
 which gives ``update``'s states and reports bit for bit.  Accelerators' pooled allocators do not
 page-fault this way, and inside a ``lax.scan`` of many steps the scratch is allocated once per call.
+On CPU, ``update`` warns (:class:`MonitorPerformanceWarning`, at trace time) when the exact refresh's
+scratch reaches :data:`CPU_SCRATCH_WARN_BYTES`.
 
 State and reports are float32/int32 pytrees, so they cross ``jit`` boundaries without JAX's x64 flag.
 Inside ``pmap``/``shard_map`` pass ``axis_name``: each device samples ``r // axis_size`` rows of its
@@ -68,6 +70,7 @@ from __future__ import annotations
 
 import collections
 import math
+import warnings
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
@@ -83,7 +86,7 @@ from sigma_jax.report import (MIN_ROWS_PER_DIM, LogdetEstimates, SigmaReport, Si
                               report_from_stats, report_shifts, row_moments)
 
 __all__ = ["MonitorState", "MonitorReport", "SpectralMonitor", "spectral_monitor", "capture_hidden", "METRICS",
-           "METHODS"]
+           "METHODS", "MonitorPerformanceWarning"]
 
 #: Spectral metrics of ``G_A`` a monitor can report (``sigma_jax.spectral`` conventions, rows as normalised).
 METRICS = ("effective_rank", "spectral_entropy", "participation_ratio", "stable_rank", "lambda_max", "lambda_min")
@@ -101,6 +104,15 @@ _SPECTRUM_METRICS = {  # each a function of the (descending or not) eigenvalues 
     "lambda_min": jnp.min,
 }
 _EXTRA_FIELDS = ("n_rows", "step", "metrics_step")
+#: ``update`` warns on CPU when the exact refresh's float64 scratch (estimated as the buffer in float64 plus two
+#: ``dim x dim`` float64 matrices) reaches this many bytes: with the training step's own scratch it then crosses
+#: glibc's mmap threshold (at most 32 MiB) and every step page-faults (see "In the step, or beside it").
+CPU_SCRATCH_WARN_BYTES = 16 * 2**20
+
+
+class MonitorPerformanceWarning(UserWarning):
+    """A monitor configuration known to be slow where it runs (the message names the faster way)."""
+
 _ROWS, _BAND, _PROBES = 0, 1, 2  # fold_in purposes of a step's key
 
 
@@ -521,6 +533,16 @@ def spectral_monitor(every: int = 100, metrics: Sequence[str] = (), *, rows_per_
         return state._replace(packed=packed, words=words), _unpack(packed)
 
     def update(state: MonitorState, activations, step) -> tuple[MonitorState, MonitorReport]:
+        n_slots, r, dim = state.rows.shape
+        scratch = 8 * (n_slots * r * dim + 2 * dim * dim)
+        if (scratch >= CPU_SCRATCH_WARN_BYTES and jax.default_backend() == "cpu"
+                and not stochastic_for(dim, state.key)):
+            warnings.warn(f"on CPU, `update` puts the refresh's float64 scratch (~{scratch / 2**20:.0f} MiB at dim "
+                          f"{dim}) into the training step, and XLA:CPU then page-faults it on every step (measured "
+                          "+29-40% per step at dim 1024).  Call `monitor.observe` inside the jitted step and "
+                          "`monitor.refresh` as its own jitted call every `every` steps instead (the same reports); "
+                          "inside a `lax.scan` of many steps `update` is fine.", MonitorPerformanceWarning,
+                          stacklevel=2)
         step = jnp.asarray(step, jnp.int32)
         state = observe(state, activations, step)
         packed, words = jax.lax.cond(step % every == 0, lambda s: fresh(s, step), lambda s: (s.packed, s.words),

@@ -131,6 +131,26 @@ def test_observe_then_refresh_equals_update(rng):
     assert temp["observe"] < 8 * big * big < temp["update"], temp
 
 
+def test_update_warns_where_it_page_faults_on_cpu():
+    """A large exact refresh inside the step on CPU: a MonitorPerformanceWarning naming observe + refresh (traced
+    only); small monitors, observe and the stochastic path do not warn."""
+    from sigma_jax.monitor import MonitorPerformanceWarning
+
+    dim = 1024
+    mon = spectral_monitor(every=100, method="exact")
+    st = mon.init(dim, key=jax.random.key(0))
+    x = jax.ShapeDtypeStruct((256, dim), jnp.float32)
+    with pytest.warns(MonitorPerformanceWarning, match="monitor.observe"):
+        jax.eval_shape(mon.update, st, x, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", MonitorPerformanceWarning)
+        jax.eval_shape(mon.observe, st, x, 1)
+        small = spectral_monitor(every=100)
+        jax.eval_shape(small.update, small.init(256, key=jax.random.key(0)), jnp.zeros((256, 256)), 1)
+        sto = spectral_monitor(every=100, method="stochastic")
+        jax.eval_shape(sto.update, sto.init(dim, key=jax.random.key(0)), x, 1)
+
+
 def test_band_rows_sample_and_mixed_precision(rng):
     """band_rows < buffer: moments of a random row sample; precision="mixed": float32 products (measured error)."""
     dim, every, r, b = 16, 4, 24, 48
