@@ -24,24 +24,38 @@ HIGHEST = jax.lax.Precision.HIGHEST
 TRI_BLOCK = 128
 
 
-@jax.custom_batching.sequential_vmap
-def _lapack_cholesky(mat):
-    """LAPACK's lower Cholesky factor; under ``vmap`` one unbatched call per batch item, in sequence.
+def _per_matrix(kernel):
+    """``kernel`` (a LAPACK call on one m x m matrix) applied to ``(..., m, m)`` one matrix at a time, in sequence,
+    under ``vmap`` as well as with explicit batch dimensions.
 
-    JAX's batched CPU Cholesky splits its batch over XLA's intra-op thread pool and blocks until
-    the pieces are done; when XLA runs two such kernels at once on a small pool (2 cores), both
-    pool threads block and the process hangs forever (measured: ``jax.vmap`` / batched
-    ``lax.map`` of :func:`sigma_jax.sigma` at m = 128 on a 2-core machine).  Mapping the batch
-    sequentially avoids that wait; each m x m factorisation is O(m^3) and sequential costs little.
+    JAX's batched CPU LAPACK kernels (Cholesky, triangular solve) split their batch over XLA's
+    intra-op thread pool and block until the pieces are done; on a small pool (2 cores) they
+    can wait forever (measured: ``jax.vmap`` / batched ``lax.map`` of :func:`sigma_jax.sigma` at
+    m = 128, gdb stacks in ``jax::ParallelBatchMap``; and a vmapped blocked Cholesky at m = 512,
+    stuck in the batched ``dtrsm``).  Unbatched calls never wait on the pool; each is O(m^3), so
+    running them in sequence costs little.
     """
-    return jnp.linalg.cholesky(mat)
+    one = jax.custom_batching.sequential_vmap(kernel)
+
+    def apply(x):
+        fn = one
+        for _ in range(x.ndim - 2):  # explicit batch dims: through vmap, hence sequential_vmap
+            fn = jax.vmap(fn)
+        return fn(x)
+
+    return apply
+
+
+_lapack_cholesky = _per_matrix(jnp.linalg.cholesky)
+_lapack_inv_lower = _per_matrix(
+    lambda l: jax.scipy.linalg.solve_triangular(l, jnp.eye(l.shape[-1], dtype=l.dtype), lower=True))
 
 
 def cholesky(mat):
     """Lower Cholesky factor ``L`` (``L L^T = mat``) of a symmetric positive-definite ``(..., m, m)`` matrix.
 
     Up to ``2 TRI_BLOCK`` rows: one LAPACK call (unbatched even under ``vmap``; see
-    :func:`_lapack_cholesky`).  Larger: the blocked right-looking algorithm of LAPACK's ``potrf``
+    :func:`_per_matrix`).  Larger: the blocked right-looking algorithm of LAPACK's ``potrf``
     (``L11 = chol(A11)``, ``L21 = A21 L11^{-T}``, ``L22 = chol(A22 - L21 L21^T)``), with ``L11^{-T}``
     from :func:`inv_lower` so that the work is in ``HIGHEST`` matrix products (measured 1.6x faster
     than one LAPACK call at m = 1024 with single-threaded OpenBLAS, to 2e-16 of its factor).  A matrix
@@ -97,8 +111,7 @@ def _logdet_fwd(mat):
 def _logdet_bwd(res, g):
     chol, proto = res
     with x64():
-        eye = jnp.broadcast_to(jnp.eye(chol.shape[-1], dtype=jnp.float64), chol.shape)
-        inv = jax.scipy.linalg.cho_solve((chol, True), eye)
+        inv = lower_gram(inv_lower(chol))  # M^{-1} = L^{-T} L^{-1}, by the unbatched kernels (see _per_matrix)
         return ((f64(g)[..., None, None] * inv).astype(proto.dtype),)
 
 
@@ -147,8 +160,7 @@ def inv_lower(l):
     """
     m = l.shape[-1]
     if m <= TRI_BLOCK:
-        eye = jnp.broadcast_to(jnp.eye(m, dtype=l.dtype), l.shape)
-        return jax.scipy.linalg.solve_triangular(l, eye, lower=True)
+        return _lapack_inv_lower(l)  # one unbatched LAPACK solve per matrix (see _per_matrix)
     h, a, b, c = _blocks(l)
     a_inv, c_inv = inv_lower(a), inv_lower(c)
     b_inv = -mm(c_inv, mm(b, a_inv))
