@@ -1,4 +1,9 @@
-"""Float64 NumPy reference implementations used by the tests (independent of sigma_jax)."""
+"""Float64 NumPy reference implementations used by the tests (independent of sigma_jax), and test helpers."""
+
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 
@@ -88,3 +93,18 @@ def missing_minilm_extra():
         except ImportError:
             return mod
     return None
+
+
+def run_unless_hung(code: str, what: str, timeout: int = 240) -> str:
+    """stdout of ``code`` run by this Python in a subprocess on one CPU device; the test fails naming ``what`` if it
+    does not return within ``timeout`` seconds (an XLA:CPU deadlock) or fails."""
+    import pytest
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    try:
+        out = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                             timeout=timeout, env=env)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{what} hung (XLA:CPU deadlock in batched LAPACK kernels)")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout

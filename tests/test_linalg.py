@@ -9,11 +9,6 @@ asserted at ``0.2 m u max|G|``; its log-det within ``m u cond(G)`` of NumPy's (m
 Every bound fails on a 10x regression.
 """
 
-import os
-import subprocess
-import sys
-import textwrap
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,7 +17,7 @@ import scipy.linalg
 
 from sigma_jax._linalg import TRI_BLOCK, cholesky, inv_chol, inv_lower, lower_gram
 from sigma_jax._x64 import x64
-from tests._reference import collapsed, healthy, normalize_rows
+from tests._reference import collapsed, healthy, normalize_rows, run_unless_hung
 
 U = 2.0**-53
 INV_TOL, GRAM_TOL = 1.0, 0.25
@@ -87,7 +82,7 @@ def test_batched_kernels_do_not_deadlock_xla_cpu():
     ``dtrsm``'s ``jax::ParallelBatchMap``).  With the batched solve as base case, the first loop below hung in 1 of 3
     runs of 20 calls and 1 of 2 runs of 100 calls on the 2-core machine; it runs 300.  Every LAPACK base case now runs one matrix at a time,
     under vmap, with explicit batch dims and in the log-det's gradient.  Run in a subprocess with a timeout."""
-    code = textwrap.dedent("""
+    code = """
         import jax, jax.numpy as jnp, numpy as np
         from sigma_jax._linalg import cholesky, inv_lower, logdet_spd
         from sigma_jax._x64 import x64
@@ -106,12 +101,7 @@ def test_batched_kernels_do_not_deadlock_xla_cpu():
                 d = jax.jit(jax.vmap(jax.grad(logdet_spd)))(g)
                 jax.block_until_ready((a, b, c, d))
         print(float(jnp.abs(a - b).max()), float(jnp.abs(d[0] @ g[0] - jnp.eye(512)).max()))
-    """)
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-    try:
-        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=240, env=env)
-    except subprocess.TimeoutExpired:
-        pytest.fail("a batched factorisation hung (XLA:CPU deadlock in batched LAPACK kernels)")
-    assert out.returncode == 0, out.stderr[-2000:]
-    diff, resid = (float(v) for v in out.stdout.split())
+    """
+    out = run_unless_hung(code, "a batched factorisation")
+    diff, resid = (float(v) for v in out.split())
     assert diff <= 1e-12 and resid <= 1e-9  # vmap and explicit batch agree; the gradient is M^{-1}
