@@ -1,8 +1,7 @@
 """Benchmark: the in-loop monitor's cost per training step (issue 13's acceptance table).
 
-    .venv/bin/python experiments/bench_monitor.py                  # the table, ~6 min on 2 CPU cores
-    .venv/bin/python experiments/bench_monitor.py --sizes 256x256 --steps 200 --repeats 3 --out /tmp/b.json
-    .venv/bin/python experiments/bench_monitor.py --micro --out /tmp/micro.json   # the parts alone (micro_size)
+    .venv/bin/python experiments/bench_monitor.py                  # the table, ~5 min on 2 CPU cores
+    .venv/bin/python experiments/bench_monitor.py --sizes 256x256 512x512@200 --repeats 3 --out /tmp/b.json
 
 A 3-layer tanh MLP (64 inputs -> d -> d -> d -> 1, squared loss) trained with optax adam, one
 jitted step with its state donated; the monitor (``spectral_monitor(every=100)``, exact path, float64,
@@ -214,7 +213,8 @@ def main(argv=None):
                          "refreshed every 400 steps)")
     ap.add_argument("--every", type=int, default=100)
     ap.add_argument("--steps", type=int, default=100,
-                    help="steps per timed block (rounded up to a multiple of every: each block holds the same refreshes)")
+                    help="steps per timed block (rounded up to a multiple of every: each block holds the same "
+                         "refreshes)")
     ap.add_argument("--repeats", type=int, default=15, help="rounds: timed blocks per variant")
     ap.add_argument("--warmup", type=int, default=100, help="warm-up steps per variant after compiling")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
@@ -232,7 +232,8 @@ def main(argv=None):
         row = bench_size(d, b, every=every, steps=steps, repeats=args.repeats, warmup=max(args.warmup, every))
         rows.append(row)
         ms, ov, cpu = row["ms_per_step"], row["overhead_pct"], row["cpu_overhead_pct"]
-        print(f"{d:>6} x {b:<6} {every:>5} {row['n_A']:>6} {ms['none']:>8.2f}ms {ms['update']:>8.2f}ms {ms['split']:>8.2f}ms "
+        print(f"{d:>6} x {b:<6} {every:>5} {row['n_A']:>6} {ms['none']:>8.2f}ms {ms['update']:>8.2f}ms "
+              f"{ms['split']:>8.2f}ms "
               f"{ov['update']:>+15.2f}% {ov['split']:>+14.2f}% {cpu['update']:>+11.2f}%/{cpu['split']:<+8.2f}% "
               f"{row['refresh_ms']:>7.1f}ms {row['overhead_from_parts_pct']:>10.2f}%", flush=True)
     info = {"command": "python experiments/bench_monitor.py " + " ".join(argv if argv is not None else sys.argv[1:]),

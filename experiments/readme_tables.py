@@ -61,8 +61,8 @@ def bench_monitor() -> str:
              f"at the end {data['load_average_at_end'][0]:.1f}; {rows[0]['repeats']} rounds of interleaved "
              "blocks of `every` steps or more; times are the median block, overheads the median over rounds of the "
              "ratio to the plain step's block in the same round).", "",
-             "| hidden × batch | every | n_A | step without | `update` in the step | overhead | `observe` + `refresh` | "
-             "overhead | CPU-time overhead (update / split) | one refresh (its float64 Gram) | "
+             "| hidden × batch | every | n_A | step without | `update` in the step | overhead | "
+             "`observe` + `refresh` | overhead | CPU-time overhead (update / split) | one refresh (its float64 Gram) | "
              "refresh / (every × step) (Gram alone) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -70,14 +70,18 @@ def bench_monitor() -> str:
         lines.append(f"| {r['d']} × {r['batch']} | {r['every']} | {r['n_A']} | {ms['none']:.2f} ms | "
                      f"{ms['update']:.2f} ms | "
                      f"{ov['update']:+.1f}% | {ms['split']:.2f} ms | {ov['split']:+.1f}% | "
-                     f"{cpu['update']:+.1f}% / {cpu['split']:+.1f}% | {r['refresh_ms']:.1f} ms ({r['gram_ms']:.1f} ms) | "
+                     f"{cpu['update']:+.1f}% / {cpu['split']:+.1f}% | "
+                     f"{r['refresh_ms']:.1f} ms ({r['gram_ms']:.1f} ms) | "
                      f"{r['overhead_from_parts_pct']:.1f}% ({r['gram_share_pct']:.1f}%) |")
-    shape = lambda r: f"{r['d']} × {r['batch']} every {r['every']}"  # noqa: E731
+    def shape(r):
+        return f"{r['d']} × {r['batch']} every {r['every']}"
+
     ok = [f"{shape(r)} ({r['overhead_pct']['split']:+.1f}%)" for r in rows if r["overhead_pct"]["split"] <= 3.0]
     over = [r for r in rows if r["overhead_pct"]["split"] > 3.0]
     lines += ["", "Against the goal (at most 1%, never above 3%), with `observe` + `refresh`: within 3% at "
               + (", ".join(ok) if ok else "none of the shapes") + "; above 3% at "
-              + (", ".join(f"{shape(r)} ({r['overhead_pct']['split']:+.1f}%; the float64 Gram of its n_A = {r['n_A']} "
+              + (", ".join(f"{shape(r)} ({r['overhead_pct']['split']:+.1f}%; the float64 Gram of its "
+                           f"n_A = {r['n_A']} "
                            f"buffered rows alone is {r['gram_share_pct']:.1f}% of {r['every']} plain steps)"
                            for r in over) if over else "none") + "."]
     return "\n".join(lines)

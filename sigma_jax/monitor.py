@@ -47,8 +47,9 @@ holds the refresh's float64 scratch (the buffer in float64 and a few ``dim x dim
 at dim 1024).  XLA:CPU allocates an executable's scratch at every call, and above glibc's mmap
 threshold (at most 32 MiB) each call gets fresh pages, so *every* step page-faults the scratch it
 touches, refresh or not: measured +29-40% per step at dim 1024 on CPU in ``experiments/bench_monitor.py``
-(+2% between refreshes with the threshold raised by ``MALLOC_MMAP_THRESHOLD_``).  So on CPU call the halves apart -- ``observe`` inside the jitted step
-and ``refresh`` as its own jitted call every ``every`` steps::
+(+2% between refreshes with the threshold raised by ``MALLOC_MMAP_THRESHOLD_``).  So on CPU call the
+halves apart -- ``observe`` inside the jitted step and ``refresh`` as its own jitted call every ``every``
+steps::
 
     refresh = jax.jit(monitor.refresh, donate_argnums=0)
     for step in range(num_steps):
@@ -108,12 +109,11 @@ _EXTRA_FIELDS = ("n_rows", "step", "metrics_step")
 #: ``dim x dim`` float64 matrices) reaches this many bytes: with the training step's own scratch it then crosses
 #: glibc's mmap threshold (at most 32 MiB) and every step page-faults (see "In the step, or beside it").
 CPU_SCRATCH_WARN_BYTES = 16 * 2**20
+_ROWS, _BAND, _PROBES = 0, 1, 2  # fold_in purposes of a step's key
 
 
 class MonitorPerformanceWarning(UserWarning):
     """A monitor configuration known to be slow where it runs (the message names the faster way)."""
-
-_ROWS, _BAND, _PROBES = 0, 1, 2  # fold_in purposes of a step's key
 
 
 # --------------------------------------------------------------------------- report and state

@@ -80,8 +80,9 @@ def test_blocked_cholesky_matches_float64(rng, family):
 def test_batched_kernels_do_not_deadlock_xla_cpu():
     """Regression: a vmapped blocked Cholesky at m = 512 hung (gdb: XLA's pool thread waiting in the batched LAPACK
     ``dtrsm``'s ``jax::ParallelBatchMap``).  With the batched solve as base case, the first loop below hung in 1 of 3
-    runs of 20 calls and 1 of 2 runs of 100 calls on the 2-core machine; it runs 300.  Every LAPACK base case now runs one matrix at a time,
-    under vmap, with explicit batch dims and in the log-det's gradient.  Run in a subprocess with a timeout."""
+    runs of 20 calls and 1 of 2 runs of 100 calls on the 2-core machine; it runs 300.  Every LAPACK base case now
+    runs one matrix at a time, under vmap, with explicit batch dims and in the log-det's gradient.  Run in a
+    subprocess with a timeout."""
     code = """
         import jax, jax.numpy as jnp, numpy as np
         from sigma_jax._linalg import cholesky, inv_lower, logdet_spd
