@@ -55,35 +55,64 @@ def bench_sigma() -> str:
 
 
 def bench_monitor() -> str:
+    from bench_monitor import paired_overhead
+
     data, rel = _load("experiments/results/bench_monitor.json")
     rows = data["rows"]
+    ov = {(r["d"], r["batch"], r["every"]): {v: paired_overhead(r["blocks_ms_per_step"][v], r["blocks_ms_per_step"]["none"])
+                                              for v in ("update", "split")} for r in rows}
+    cover = {o["split"]["ci_coverage"] for o in ov.values()}
+
+    def fmt(o):
+        ci = "" if o["ci"] is None else f" ({o['ci'][0]:+.1f} … {o['ci'][1]:+.1f})"
+        return f"{o['median']:+.1f}%{ci}"
+
     lines = [f"From `{rel}` (`{data['command'].strip()}`, {data['date']}, {data['cpu_count']} CPUs, load average "
              f"at the end {data['load_average_at_end'][0]:.1f}; {rows[0]['repeats']} rounds of interleaved "
              "blocks of `every` steps or more; times are the median block, overheads the median over rounds of the "
-             "ratio to the plain step's block in the same round).", "",
+             "ratio to the plain step's block in the same round, in brackets its distribution-free "
+             + "/".join(f"{100 * c:.1f}%" for c in sorted(c for c in cover if c is not None))
+             + " interval (order statistics); whole runs differ by more, see the script's docstring).", "",
              "| hidden × batch | every | n_A | step without | `update` in the step | overhead | "
              "`observe` + `refresh` | overhead | CPU-time overhead (update / split) | one refresh (its float64 Gram) | "
              "refresh / (every × step) (Gram alone) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        ms, ov, cpu = r["ms_per_step"], r["overhead_pct"], r["cpu_overhead_pct"]
+        ms, cpu, o = r["ms_per_step"], r["cpu_overhead_pct"], ov[(r["d"], r["batch"], r["every"])]
         lines.append(f"| {r['d']} × {r['batch']} | {r['every']} | {r['n_A']} | {ms['none']:.2f} ms | "
-                     f"{ms['update']:.2f} ms | "
-                     f"{ov['update']:+.1f}% | {ms['split']:.2f} ms | {ov['split']:+.1f}% | "
+                     f"{ms['update']:.2f} ms | {fmt(o['update'])} | {ms['split']:.2f} ms | {fmt(o['split'])} | "
                      f"{cpu['update']:+.1f}% / {cpu['split']:+.1f}% | "
                      f"{r['refresh_ms']:.1f} ms ({r['gram_ms']:.1f} ms) | "
                      f"{r['overhead_from_parts_pct']:.1f}% ({r['gram_share_pct']:.1f}%) |")
-    def shape(r):
-        return f"{r['d']} × {r['batch']} every {r['every']}"
 
-    ok = [f"{shape(r)} ({r['overhead_pct']['split']:+.1f}%)" for r in rows if r["overhead_pct"]["split"] <= 3.0]
-    over = [r for r in rows if r["overhead_pct"]["split"] > 3.0]
-    lines += ["", "Against the goal (at most 1%, never above 3%), with `observe` + `refresh`: within 3% at "
-              + (", ".join(ok) if ok else "none of the shapes") + "; above 3% at "
-              + (", ".join(f"{shape(r)} ({r['overhead_pct']['split']:+.1f}%; the float64 Gram of its "
-                           f"n_A = {r['n_A']} "
-                           f"buffered rows alone is {r['gram_share_pct']:.1f}% of {r['every']} plain steps)"
-                           for r in over) if over else "none") + "."]
+    def shape(r):
+        o = ov[(r["d"], r["batch"], r["every"])]["split"]
+        return f"{r['d']} × {r['batch']} every {r['every']}: {fmt(o)}"
+
+    def verdict(r):  # against the 3% ceiling, by the interval (the median alone where there is none)
+        o = ov[(r["d"], r["batch"], r["every"])]["split"]
+        lo, hi = (o["median"], o["median"]) if o["ci"] is None else o["ci"]
+        return "within" if hi <= 3.0 else "above" if lo > 3.0 else "unresolved"
+
+    groups = {k: [r for r in rows if verdict(r) == k] for k in ("within", "unresolved", "above")}
+    parts = []
+    if groups["within"]:
+        parts.append("within 3% at " + ", ".join(map(shape, groups["within"])))
+    if groups["unresolved"]:
+        parts.append("not separable from 3% in this run at " + ", ".join(map(shape, groups["unresolved"])))
+    if groups["above"]:
+        parts.append("above 3% at " + ", ".join(
+            f"{shape(r)}, where the float64 Gram of its n_A = {r['n_A']} buffered rows alone is {r['gram_share_pct']:.1f}% "
+            f"of {r['every']} plain steps" for r in groups["above"]))
+    lines += ["", "Against the goal (at most 1%, never above 3%), with `observe` + `refresh`: " + "; ".join(parts) + "."]
+    for r in data.get("lm_rows", []):
+        o = paired_overhead(r["runs_ms_per_step"]["update"], r["runs_ms_per_step"]["none"])
+        lines += ["", f"The collapse pipeline's own loop (`sigma_jax.lm.train`, preset `{r['preset']}`: d_model "
+                  f"{r['d_model']}, {r['rows_per_step']} hidden states per step, `update` inside a `lax.scan` of "
+                  f"{r['steps_per_call']} steps, every {r['every']}, reports logged on the host): "
+                  f"{r['ms_per_step']['none']:.2f} ms per step without the monitor, {r['ms_per_step']['update']:.2f} ms "
+                  f"with, overhead {fmt(o)} (median over {r['repeats']} paired runs of {r['steps_per_run']} steps"
+                  + ("" if o["ci"] is None else f", {100 * o['ci_coverage']:.1f}% interval") + ")."]
     return "\n".join(lines)
 
 

@@ -46,7 +46,7 @@ refresh, ...)``: one jitted step, nothing to call apart.  The price is memory: t
 holds the refresh's float64 scratch (the buffer in float64 and a few ``dim x dim`` matrices; 34 MB more
 at dim 1024).  XLA:CPU allocates an executable's scratch at every call, and above glibc's mmap
 threshold (at most 32 MiB) each call gets fresh pages, so *every* step page-faults the scratch it
-touches, refresh or not: measured +29-40% per step at dim 1024 on CPU in ``experiments/bench_monitor.py``
+touches, refresh or not: measured +29-41% per step at dim 1024 on CPU in ``experiments/bench_monitor.py``
 (+2% between refreshes with the threshold raised by ``MALLOC_MMAP_THRESHOLD_``).  So on CPU call the
 halves apart -- ``observe`` inside the jitted step and ``refresh`` as its own jitted call every ``every``
 steps::
@@ -539,7 +539,7 @@ def spectral_monitor(every: int = 100, metrics: Sequence[str] = (), *, rows_per_
                 and not stochastic_for(dim, state.key)):
             warnings.warn(f"on CPU, `update` puts the refresh's float64 scratch (~{scratch / 2**20:.0f} MiB at dim "
                           f"{dim}) into the training step, and XLA:CPU then page-faults it on every step (measured "
-                          "+29-40% per step at dim 1024).  Call `monitor.observe` inside the jitted step and "
+                          "+29-41% per step at dim 1024).  Call `monitor.observe` inside the jitted step and "
                           "`monitor.refresh` as its own jitted call every `every` steps instead (the same reports); "
                           "inside a `lax.scan` of many steps `update` is fine.", MonitorPerformanceWarning,
                           stacklevel=2)
