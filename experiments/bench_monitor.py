@@ -51,6 +51,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
+import dataclasses  # noqa: E402
 import functools  # noqa: E402
 import platform  # noqa: E402
 import sys  # noqa: E402
@@ -210,23 +211,21 @@ def bench_size(d: int, batch: int, *, every: int, steps: int, repeats: int, warm
     best_cpu = {v: min(ts) for v, ts in cpu.items()}
     med = {v: float(np.median(ts)) for v, ts in blocks.items()}
 
-    def paired(times, v):  # the median over rounds of (variant / none in the same round) - 1, in %
-        return paired_overhead(times[v], times["none"])["median"]
-
     n_a = runners["split"].mstate.rows.shape[0] * runners["split"].mstate.rows.shape[1]
     refresh, gram = refresh_alone(runners["split"].monitor, d, batch, every)
     with_monitor = [v for v in VARIANTS if v != "none"]
+    wall = {v: paired_overhead(blocks[v], blocks["none"]) for v in with_monitor}
     return {"d": d, "batch": batch, "every": every, "n_A": int(n_a), "steps_per_block": steps,
             "repeats": repeats, "warmup_steps": warmup,
             "ms_per_step": {v: 1e3 * t for v, t in med.items()},
-            "overhead_pct": {v: paired(blocks, v) for v in with_monitor},
-            "overhead_ci_pct": {v: paired_overhead(blocks[v], blocks["none"])["ci"] for v in with_monitor},
-            "overhead_ci_coverage": paired_overhead(blocks["split"], blocks["none"])["ci_coverage"],
+            "overhead_pct": {v: wall[v]["median"] for v in with_monitor},
+            "overhead_ci_pct": {v: wall[v]["ci"] for v in with_monitor},
+            "overhead_ci_coverage": wall["split"]["ci_coverage"],
             "min_ms_per_step": {v: 1e3 * t for v, t in best.items()},
             "overhead_of_min_pct": {v: 100.0 * (best[v] / best["none"] - 1.0) for v in with_monitor},
             "blocks_ms_per_step": {v: [1e3 * t for t in ts] for v, ts in blocks.items()},
             "cpu_ms_per_step": {v: 1e3 * t for v, t in best_cpu.items()},
-            "cpu_overhead_pct": {v: paired(cpu, v) for v in with_monitor},
+            "cpu_overhead_pct": {v: paired_overhead(cpu[v], cpu["none"])["median"] for v in with_monitor},
             "blocks_cpu_ms_per_step": {v: [1e3 * t for t in ts] for v, ts in cpu.items()},
             "refresh_ms": refresh, "gram_ms": gram,
             "gram_share_pct": 100.0 * gram / (every * 1e3 * med["none"]),
@@ -264,8 +263,6 @@ def bench_lm(preset: str, *, steps: int, repeats: int) -> dict:
     variant (order alternating), and logs the monitor's reports as the pipeline does.  Per-step time = the
     run's wall time / steps (compilation excluded: both variants are run once first).
     """
-    import dataclasses
-
     from flax import nnx
 
     cfg = get_preset(preset)

@@ -55,13 +55,11 @@ def bench_sigma() -> str:
 
 
 def bench_monitor() -> str:
-    from bench_monitor import paired_overhead
-
     data, rel = _load("experiments/results/bench_monitor.json")
     rows = data["rows"]
-    ov = {(r["d"], r["batch"], r["every"]): {v: paired_overhead(r["blocks_ms_per_step"][v], r["blocks_ms_per_step"]["none"])
+    ov = {(r["d"], r["batch"], r["every"]): {v: {"median": r["overhead_pct"][v], "ci": r["overhead_ci_pct"][v]}
                                               for v in ("update", "split")} for r in rows}
-    cover = {o["split"]["ci_coverage"] for o in ov.values()}
+    cover = {r["overhead_ci_coverage"] for r in rows}
 
     def fmt(o):
         ci = "" if o["ci"] is None else f" ({o['ci'][0]:+.1f} … {o['ci'][1]:+.1f})"
@@ -106,7 +104,7 @@ def bench_monitor() -> str:
             f"of {r['every']} plain steps" for r in groups["above"]))
     lines += ["", "Against the goal (at most 1%, never above 3%), with `observe` + `refresh`: " + "; ".join(parts) + "."]
     for r in data.get("lm_rows", []):
-        o = paired_overhead(r["runs_ms_per_step"]["update"], r["runs_ms_per_step"]["none"])
+        o = {"median": r["overhead_pct"], "ci": r["overhead_ci_pct"], "ci_coverage": r["overhead_ci_coverage"]}
         lines += ["", f"The collapse pipeline's own loop (`sigma_jax.lm.train`, preset `{r['preset']}`: d_model "
                   f"{r['d_model']}, {r['rows_per_step']} hidden states per step, `update` inside a `lax.scan` of "
                   f"{r['steps_per_call']} steps, every {r['every']}, reports logged on the host): "
